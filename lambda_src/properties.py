@@ -1,0 +1,157 @@
+"""Strict parsing of the custom resource's properties, in one place.
+
+CloudFormation delivers every scalar of ``ResourceProperties`` as a string (``true`` arrives as
+``"true"``, ``4`` as ``"4"``); lists keep their shape. Everything the handler acts on passes
+through :func:`parse_properties`, which either returns a fully typed :class:`DesiredState` or
+raises :class:`MalformedProperties` listing every problem found.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+AUTHENTICATION_TYPES = ("API", "AWS_AD", "SAML", "USERPOOL")
+STACK_NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,100}")
+USER_NAME_MAX_LENGTH = 128
+DEFAULT_MAX_CONCURRENCY = 4
+MAX_CONCURRENCY_LIMIT = 16
+# Unicode general categories the API's pattern [\p{L}\p{M}\p{S}\p{N}\p{P}]+ admits.
+_USER_NAME_CATEGORIES = frozenset("LMSNP")
+_MAX_SHOWN_PROBLEMS = 3
+
+
+class Association(NamedTuple):
+    """One AppStream user-stack association, the unit every call and diff works on."""
+
+    stack_name: str
+    user_name: str
+    authentication_type: str
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """The associations one custom resource declares, parsed from its properties."""
+
+    stack_name: str
+    user_names: tuple[str, ...]
+    authentication_type: str
+    send_email_notification: bool
+    max_concurrency: int
+
+    @property
+    def associations(self) -> frozenset[Association]:
+        """Every (stack, user, authentication type) this resource declares."""
+        return frozenset(
+            Association(self.stack_name, user, self.authentication_type) for user in self.user_names
+        )
+
+
+class MalformedProperties(ValueError):
+    """Properties that cannot be acted on; ``str()`` is a reason a person can act on."""
+
+    def __init__(self, field: str, problems: list[str]) -> None:
+        self.field = field
+        self.problems = problems
+        shown = "; ".join(problems[:_MAX_SHOWN_PROBLEMS])
+        more = f"; +{len(problems) - _MAX_SHOWN_PROBLEMS} more" if len(problems) > _MAX_SHOWN_PROBLEMS else ""
+        super().__init__(f"{field} malformed: {shown}{more}")
+
+
+def is_valid_user_name(name: str) -> bool:
+    """True when ``name`` matches the API's ``[\\p{L}\\p{M}\\p{S}\\p{N}\\p{P}]+``, 1-128 chars."""
+    if not 1 <= len(name) <= USER_NAME_MAX_LENGTH:
+        return False
+    return all(unicodedata.category(char)[0] in _USER_NAME_CATEGORIES for char in name)
+
+
+def _show(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _parse_bool(value: object, name: str, problems: list[str]) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    problems.append(f"{name} must be 'true' or 'false', got {_show(value)}")
+    return False
+
+
+def _parse_concurrency(value: object, problems: list[str]) -> int:
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit():
+        number = int(value)
+    if number is None or not 1 <= number <= MAX_CONCURRENCY_LIMIT:
+        problems.append(f"MaxConcurrency must be a whole number 1-{MAX_CONCURRENCY_LIMIT}, got {_show(value)}")
+        return DEFAULT_MAX_CONCURRENCY
+    return number
+
+
+def _parse_users(value: object, problems: list[str]) -> tuple[str, ...]:
+    if value is None:
+        problems.append("UserNames is missing")
+        return ()
+    if not isinstance(value, list):
+        problems.append(f"UserNames must be a list of user names, got {type(value).__name__} {_show(value)}")
+        return ()
+    if not value:
+        problems.append("UserNames is empty: declare at least one user")
+        return ()
+    seen: set[str] = set()
+    duplicates: list[str] = []
+    for index, user in enumerate(value):
+        if not isinstance(user, str):
+            problems.append(f"UserNames[{index}] must be a string, got {type(user).__name__}")
+        elif not is_valid_user_name(user):
+            problems.append(
+                f"UserNames[{index}] {_show(user)} is not a user name (1-{USER_NAME_MAX_LENGTH} chars, no whitespace)"
+            )
+        elif user in seen:
+            duplicates.append(user)
+        else:
+            seen.add(user)
+    if duplicates:
+        problems.append(f"UserNames has duplicates: {', '.join(_show(d) for d in duplicates[:3])}")
+    return tuple(sorted(seen))
+
+
+def parse_properties(raw: object, field: str = "ResourceProperties") -> DesiredState:
+    """Parse one properties map strictly; raise :class:`MalformedProperties` on any problem.
+
+    Unknown keys (``ServiceToken``, ``ServiceTimeout``, keys of later versions) are ignored.
+    """
+    if not isinstance(raw, Mapping):
+        raise MalformedProperties(field, [f"expected a map of properties, got {type(raw).__name__}"])
+    problems: list[str] = []
+
+    stack_name = raw.get("StackName")
+    if stack_name is None:
+        problems.append("StackName is missing")
+    elif not isinstance(stack_name, str) or not STACK_NAME_PATTERN.fullmatch(stack_name):
+        problems.append(
+            f"StackName {_show(stack_name)} is not an AppStream stack name "
+            "(1-101 chars: letters, digits, '_', '.', '-'; starts with a letter or digit)"
+        )
+
+    users = _parse_users(raw.get("UserNames"), problems)
+
+    auth = raw.get("AuthenticationType")
+    if auth is None:
+        problems.append("AuthenticationType is missing")
+    elif auth not in AUTHENTICATION_TYPES:
+        problems.append(f"AuthenticationType must be one of {', '.join(AUTHENTICATION_TYPES)}, got {_show(auth)}")
+
+    send_email = _parse_bool(raw.get("SendEmailNotification", "false"), "SendEmailNotification", problems)
+    concurrency = _parse_concurrency(raw.get("MaxConcurrency", str(DEFAULT_MAX_CONCURRENCY)), problems)
+
+    if problems:
+        raise MalformedProperties(field, problems)
+    assert isinstance(stack_name, str) and isinstance(auth, str)
+    return DesiredState(stack_name, users, auth, send_email, concurrency)
