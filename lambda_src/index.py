@@ -29,10 +29,10 @@ logger = logging.getLogger(__name__)
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
 REQUEST_TYPES = ("Create", "Update", "Delete")
-# botocore's standard retry mode rides out throttling: 10 attempts survive 9 consecutive
+# botocore's standard retry mode rides out throttling: 10 attempts in all survive 9 consecutive
 # ThrottlingException answers; timeouts keep each attempt short enough to plan around.
 CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 10},
+    retries={"mode": "standard", "total_max_attempts": 10},
     connect_timeout=3,
     read_timeout=10,
     max_pool_connections=16,

@@ -22,6 +22,7 @@ MAX_CONCURRENCY_LIMIT = 16
 # Unicode general categories the API's pattern [\p{L}\p{M}\p{S}\p{N}\p{P}]+ admits.
 _USER_NAME_CATEGORIES = frozenset("LMSNP")
 _MAX_SHOWN_PROBLEMS = 3
+_MAX_MESSAGE = 255
 
 
 class Association(NamedTuple):
@@ -56,9 +57,11 @@ class MalformedProperties(ValueError):
     def __init__(self, field: str, problems: list[str]) -> None:
         self.field = field
         self.problems = problems
-        shown = "; ".join(problems[:_MAX_SHOWN_PROBLEMS])
         more = f"; +{len(problems) - _MAX_SHOWN_PROBLEMS} more" if len(problems) > _MAX_SHOWN_PROBLEMS else ""
-        super().__init__(f"{field} malformed: {shown}{more}")
+        prefix = f"{field} malformed: "
+        shown = problems[:_MAX_SHOWN_PROBLEMS]
+        each = (_MAX_MESSAGE - len(prefix) - len(more)) // len(shown) - 2
+        super().__init__(prefix + "; ".join(_clip(problem, each) for problem in shown) + more)
 
 
 def is_valid_user_name(name: str) -> bool:
@@ -68,9 +71,12 @@ def is_valid_user_name(name: str) -> bool:
     return all(unicodedata.category(char)[0] in _USER_NAME_CATEGORIES for char in name)
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
+
+
 def _show(value: object, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return _clip(repr(value), limit)
 
 
 def _parse_bool(value: object, name: str, problems: list[str]) -> bool:
@@ -111,7 +117,7 @@ def _parse_users(value: object, problems: list[str]) -> tuple[str, ...]:
             problems.append(f"UserNames[{index}] must be a string, got {type(user).__name__}")
         elif not is_valid_user_name(user):
             problems.append(
-                f"UserNames[{index}] {_show(user)} is not a user name (1-{USER_NAME_MAX_LENGTH} chars, no whitespace)"
+                f"UserNames[{index}] {_show(user)} is not a user name (1-{USER_NAME_MAX_LENGTH} chars, no spaces)"
             )
         elif user in seen:
             duplicates.append(user)
@@ -136,8 +142,7 @@ def parse_properties(raw: object, field: str = "ResourceProperties") -> DesiredS
         problems.append("StackName is missing")
     elif not isinstance(stack_name, str) or not STACK_NAME_PATTERN.fullmatch(stack_name):
         problems.append(
-            f"StackName {_show(stack_name)} is not an AppStream stack name "
-            "(1-101 chars: letters, digits, '_', '.', '-'; starts with a letter or digit)"
+            f"StackName {_show(stack_name)} is not an AppStream stack name (1-101 of a-z A-Z 0-9 _ . -)"
         )
 
     users = _parse_users(raw.get("UserNames"), problems)
@@ -146,7 +151,7 @@ def parse_properties(raw: object, field: str = "ResourceProperties") -> DesiredS
     if auth is None:
         problems.append("AuthenticationType is missing")
     elif auth not in AUTHENTICATION_TYPES:
-        problems.append(f"AuthenticationType must be one of {', '.join(AUTHENTICATION_TYPES)}, got {_show(auth)}")
+        problems.append(f"AuthenticationType must be one of {'|'.join(AUTHENTICATION_TYPES)}, got {_show(auth)}")
 
     send_email = _parse_bool(raw.get("SendEmailNotification", "false"), "SendEmailNotification", problems)
     concurrency = _parse_concurrency(raw.get("MaxConcurrency", str(DEFAULT_MAX_CONCURRENCY)), problems)
