@@ -48,6 +48,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 lint: setup
 	$(BIN)/ruff check .

@@ -175,6 +175,8 @@ class AppStreamRunner:
         found: set[Association] = set()
         paginator = self._client.get_paginator("describe_user_stack_associations")
         for stack_name in sorted(set(stack_names)):
+            if deadline.expired(CALL_HEADROOM):
+                raise DescribeFailed(stack_name, TIME_RAN_OUT, "the function's time ran out")
             try:
                 pages = paginator.paginate(StackName=stack_name, PaginationConfig={"PageSize": DESCRIBE_PAGE_SIZE})
                 for page in pages:

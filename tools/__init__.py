@@ -1,0 +1,1 @@
+"""Developer tools run by the Makefile (``make demo``, ``make bench``); not part of the library."""
