@@ -44,7 +44,7 @@ synth: setup
 	$(CDK) synth --quiet $(CDK_ARGS)
 
 demo: setup
-	$(BIN)/python -m tools.demo
+	@$(BIN)/python -m tools.demo $(DEMO_ARGS)
 
 test: setup
 	$(BIN)/python -m pytest

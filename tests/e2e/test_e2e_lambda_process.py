@@ -1,0 +1,318 @@
+"""The rehearsal's Lambda stand-in runs an asset as Lambda would, and fails where Lambda would.
+
+Probe assets (a few lines of Python in a temporary directory) report what the child process
+sees; copies of the real asset and assembly, altered one way each, show that a missing
+crhelper, the template's handler string and its timeout have the effect they have on Lambda.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import textwrap
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from constructs_lib.testing import (
+    AppStreamServer,
+    AppStreamState,
+    FunctionSpec,
+    LambdaProcess,
+    Rehearsal,
+    ResponseServer,
+    read_assembly,
+)
+from tools.demo import INITIAL
+
+
+def probe_asset(directory: Path, source: str, module: str = "probe") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+    return directory
+
+
+def spec(
+    asset_dir: Path, handler: str, *, timeout: float = 5.0, environment: Mapping[str, str] | None = None
+) -> FunctionSpec:
+    return FunctionSpec(
+        logical_id="ProbeFunction", asset_dir=asset_dir, handler=handler, timeout=timeout, memory_mb=128,
+        environment=dict(environment or {}), runtime="python3.14",
+    )  # fmt: skip
+
+
+def create_event(logical_id: str = "Probe") -> dict[str, Any]:
+    return {
+        "RequestType": "Create", "RequestId": "request-1", "LogicalResourceId": logical_id,
+        "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/Probe/1",
+        "ResourceType": "Custom::AppStreamUserStackAssociation", "ResourceProperties": {"ServiceToken": "arn"},
+    }  # fmt: skip
+
+
+PROBE = """
+    import json, os, sys
+    def main(event, context):
+        print("PROBE " + json.dumps({
+            "remaining_ms": context.get_remaining_time_in_millis(),
+            "function_name": context.function_name,
+            "memory": context.memory_limit_in_mb,
+            "path0": sys.path[0],
+            "cwd": os.getcwd(),
+            "isolated": sys.flags.isolated,
+            "no_bytecode": sys.dont_write_bytecode,
+            "env": sorted(os.environ),
+            "handler_env": os.environ.get("_HANDLER"),
+            "log_level": os.environ.get("LOG_LEVEL"),
+            "response_url": event["ResponseURL"],
+        }))
+"""
+
+
+def probe_output(logs: str) -> dict[str, Any]:
+    [line] = [line for line in logs.splitlines() if line.startswith("PROBE ")]
+    result: dict[str, Any] = json.loads(line.removeprefix("PROBE "))
+    return result
+
+
+def test_the_child_gets_lambda_s_context_path_and_a_clean_environment(
+    tmp_path: Path, appstream: AppStreamServer, cfn: ResponseServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME_SECRET_TOKEN", "must-not-leak")
+    asset = probe_asset(tmp_path / "asset", PROBE)
+    process = LambdaProcess(appstream, cfn)
+    invocation = process.invoke(
+        spec(asset, "probe.main", timeout=7, environment={"LOG_LEVEL": "DEBUG"}), create_event()
+    )
+    assert invocation.error is None, invocation.logs
+    seen = probe_output(invocation.logs)
+    assert 5000 < seen["remaining_ms"] <= 7000
+    assert (seen["function_name"], seen["memory"], seen["handler_env"]) == ("ProbeFunction", 128, "probe.main")
+    assert seen["path0"] == str(asset)
+    assert seen["cwd"] == str(asset.resolve())
+    assert (seen["isolated"], seen["no_bytecode"]) == (1, True)
+    assert seen["log_level"] == "DEBUG"
+    assert "HOME_SECRET_TOKEN" not in seen["env"]
+    assert "AWS_PROFILE" not in seen["env"]
+    assert {"AWS_REGION", "AWS_ENDPOINT_URL_APPSTREAM", "SSL_CERT_FILE", "LAMBDA_TASK_ROOT"} <= set(seen["env"])
+    assert seen["response_url"].startswith(cfn.base_url + "/cfn-response/Probe/")
+    assert not (asset / "__pycache__").exists()  # Lambda's /var/task is read-only: nothing written
+    assert invocation.status == "NO_RESPONSE"  # the probe never answers
+
+
+def test_the_handler_string_picks_module_and_function(
+    tmp_path: Path, appstream: AppStreamServer, cfn: ResponseServer
+) -> None:
+    asset = probe_asset(tmp_path / "asset", "def handler(event, context):\n    print('WRONG')\n", module="index")
+    probe_asset(asset / "pkg", "def entry(event, context):\n    print('RIGHT')\n", module="mod")
+    (asset / "pkg" / "__init__.py").write_text("", encoding="utf-8")
+    invocation = LambdaProcess(appstream, cfn).invoke(spec(asset, "pkg/mod.entry"), create_event())
+    assert "RIGHT" in invocation.logs
+    assert "WRONG" not in invocation.logs
+
+
+@pytest.mark.parametrize(
+    ("handler", "error"),
+    [
+        ("index.missing", "Runtime.HandlerNotFound: Handler 'missing' missing on module 'index'"),
+        (
+            "nomodule.handler",
+            "Runtime.ImportModuleError: Unable to import module 'nomodule': No module named 'nomodule'",
+        ),
+        ("handler", "Runtime.MalformedHandlerName: Bad handler 'handler'"),
+    ],
+)
+def test_bad_handler_strings_fail_as_on_lambda(
+    tmp_path: Path, appstream: AppStreamServer, cfn: ResponseServer, handler: str, error: str
+) -> None:
+    asset = probe_asset(tmp_path / "asset", "def handler(event, context):\n    pass\n", module="index")
+    invocation = LambdaProcess(appstream, cfn).invoke(spec(asset, handler), create_event())
+    assert invocation.error is not None
+    assert invocation.error.startswith(error)
+    assert f"[ERROR] {error}" in invocation.logs
+    assert (invocation.status, invocation.exit_code) == ("NO_RESPONSE", 1)
+
+
+def test_a_handler_exception_is_logged_with_its_traceback(
+    tmp_path: Path, appstream: AppStreamServer, cfn: ResponseServer
+) -> None:
+    asset = probe_asset(tmp_path / "asset", "def handler(event, context):\n    raise ValueError('boom')\n", "index")
+    invocation = LambdaProcess(appstream, cfn).invoke(spec(asset, "index.handler"), create_event())
+    assert invocation.error == "ValueError: boom"
+    assert "[ERROR] ValueError: boom" in invocation.logs
+    assert "Traceback (most recent call last)" in invocation.logs
+    assert invocation.reason == "the function failed without answering: ValueError: boom"
+
+
+def test_a_handler_that_exits_the_process_is_a_runtime_exit_error(
+    tmp_path: Path, appstream: AppStreamServer, cfn: ResponseServer
+) -> None:
+    asset = probe_asset(tmp_path / "asset", "import sys\ndef handler(event, context):\n    sys.exit(3)\n", "index")
+    invocation = LambdaProcess(appstream, cfn).invoke(spec(asset, "index.handler"), create_event())
+    assert invocation.error == "Runtime.ExitError: Runtime exited with error: exit status 3"
+    assert invocation.exit_code == 1
+
+
+def test_the_timeout_ends_the_function_like_lambda(
+    tmp_path: Path, appstream: AppStreamServer, cfn: ResponseServer
+) -> None:
+    slow = "import time\ndef handler(event, context):\n    print('started', flush=True)\n    time.sleep(60)\n"
+    asset = probe_asset(tmp_path / "asset", slow, "index")
+    invocation = LambdaProcess(appstream, cfn).invoke(spec(asset, "index.handler", timeout=1), create_event())
+    assert invocation.timed_out
+    assert invocation.status == "NO_RESPONSE"
+    assert "started" in invocation.logs
+    assert "Task timed out after 1.00 seconds" in invocation.logs
+    assert invocation.seconds < 5
+    assert 0.9 < invocation.timings["invoke"] < 3
+
+
+def test_modules_outside_the_asset_and_the_runtime_cannot_be_imported(
+    tmp_path: Path, appstream: AppStreamServer, cfn: ResponseServer
+) -> None:
+    assert importlib.util.find_spec("trustme") is not None  # installed here, so only the guard can refuse it
+    source = """
+        def handler(event, context):
+            import boto3, botocore, dateutil, jmespath, urllib3  # Lambda's runtime has these
+            print("RUNTIME OK", flush=True)
+            import trustme
+    """
+    asset = probe_asset(tmp_path / "asset", source, "index")
+    invocation = LambdaProcess(appstream, cfn).invoke(spec(asset, "index.handler"), create_event())
+    assert "RUNTIME OK" in invocation.logs
+    assert invocation.error is not None
+    assert invocation.error.startswith(
+        f"ModuleNotFoundError: No module named 'trustme' in the function's asset {asset.resolve()}"
+    )
+
+
+# -- the real asset, altered -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def assembly_copy(assemblies: Mapping[str, Path], tmp_path: Path) -> Path:
+    copy = tmp_path / "cdk.out"
+    shutil.copytree(assemblies[INITIAL.name], copy)
+    return copy
+
+
+def asset_of(assembly: Path) -> Path:
+    [stack] = read_assembly(assembly)
+    [resource] = stack.associations
+    return resource.function.asset_dir
+
+
+def seeded() -> AppStreamState:
+    users = [{"UserName": user} for user in INITIAL.users]
+    return AppStreamState.from_seed({"stacks": ["demo-stack"], "users": users})
+
+
+def edit_template(assembly: Path, edit: Callable[[dict[str, Any], str, str], None]) -> None:
+    """Change the copied template: ``edit(resources, function_id, association_id)``."""
+    path = assembly / "AppStreamUserAssociationsDemo.template.json"
+    template = json.loads(path.read_text(encoding="utf-8"))
+    resources = template["Resources"]
+    [function_id] = [key for key, r in resources.items() if r["Type"] == "AWS::Lambda::Function"]
+    [association_id] = [key for key, r in resources.items() if r["Type"] == "Custom::AppStreamUserStackAssociation"]
+    edit(resources, function_id, association_id)
+    path.write_text(json.dumps(template), encoding="utf-8")
+
+
+def test_the_bundled_asset_without_crhelper_fails_to_import_although_crhelper_is_installed(
+    assembly_copy: Path, cfn: ResponseServer
+) -> None:
+    assert importlib.util.find_spec("crhelper") is not None  # the dev environment has crhelper
+    shutil.rmtree(asset_of(assembly_copy) / "crhelper")
+    with AppStreamServer(seeded()) as appstream:
+        [operation] = Rehearsal(appstream, cfn).deploy(assembly_copy)
+        assert appstream.calls == ()
+    create = operation.invocations[0]
+    assert create.error is not None
+    assert create.error.startswith(
+        "Runtime.ImportModuleError: Unable to import module 'index': No module named 'crhelper'"
+    )
+    assert str(asset_of(assembly_copy).resolve()) in create.error
+    # Lambda retries the failed run twice; no answer to the Create, none to the rollback Delete:
+    # CloudFormation would give up after ServiceTimeout each time and end in ROLLBACK_FAILED.
+    assert operation.status == "ROLLBACK_FAILED"
+    failed = [event for event in operation.resource_events if event.invocation]
+    assert [(event.status, len(event.attempts)) for event in failed] == [("CREATE_FAILED", 3), ("DELETE_FAILED", 3)]
+    assert failed[0].reason.startswith("CloudFormation did not receive a response from your Custom Resource")
+    assert "(run 3 times: Lambda retried the failed invocation)" in failed[0].reason
+    [stack] = read_assembly(assembly_copy)
+    assert f"ServiceTimeout of {stack.associations[0].service_timeout:.0f} s" in failed[0].reason
+
+
+def test_the_template_s_handler_timeout_and_retry_setting_are_the_ones_run(
+    assembly_copy: Path, cfn: ResponseServer
+) -> None:
+    def stuck_without_retries(resources: dict[str, Any], function_id: str, association_id: str) -> None:
+        resources[function_id]["Properties"].update({"Handler": "stuck.wait", "Timeout": 1})
+        resources["NoRetries"] = {
+            "Type": "AWS::Lambda::EventInvokeConfig",
+            "Properties": {"FunctionName": {"Ref": function_id}, "Qualifier": "$LATEST", "MaximumRetryAttempts": 0},
+        }
+
+    edit_template(assembly_copy, stuck_without_retries)
+    probe_asset(asset_of(assembly_copy), "import time\ndef wait(event, context):\n    time.sleep(30)\n", "stuck")
+    with AppStreamServer(seeded()) as appstream:
+        [operation] = Rehearsal(appstream, cfn).deploy(assembly_copy)
+    create, rollback_delete = operation.invocations  # no retries
+    assert create.timed_out
+    assert "Task timed out after 1.00 seconds" in create.logs
+    assert create.seconds < 5
+    assert rollback_delete.timed_out  # the rollback Delete goes to the same stuck handler
+    assert operation.status == "ROLLBACK_FAILED"
+    assert [event.status for event in operation.resource_events if event.invocation] == [
+        "CREATE_FAILED",
+        "DELETE_FAILED",
+    ]
+
+
+FLAKY = """
+    import os, pathlib
+    def handler(event, context):
+        marker = pathlib.Path(os.environ["FLAKY_MARKER"])
+        if not marker.exists():
+            marker.write_text("crashed once")
+            raise RuntimeError("first run crashes")
+        import index
+        return index.handler(event, context)
+"""
+
+
+@pytest.mark.parametrize(("service_timeout", "status"), [(None, "CREATE_COMPLETE"), ("30", "CREATE_FAILED")])
+def test_lambda_s_retry_of_a_crashed_run_answers_if_cloudformation_still_waits(
+    assembly_copy: Path, cfn: ResponseServer, tmp_path: Path, service_timeout: str | None, status: str
+) -> None:
+    def flaky(resources: dict[str, Any], function_id: str, association_id: str) -> None:
+        properties = resources[function_id]["Properties"]
+        properties["Handler"] = "flaky.handler"
+        properties["Environment"]["Variables"]["FLAKY_MARKER"] = str(tmp_path / "marker")
+        if service_timeout is not None:
+            resources[association_id]["Properties"]["ServiceTimeout"] = service_timeout
+
+    edit_template(assembly_copy, flaky)
+    probe_asset(asset_of(assembly_copy), FLAKY, "flaky")
+    with AppStreamServer(seeded()) as appstream:
+        [operation] = Rehearsal(appstream, cfn).deploy(assembly_copy)
+        associated = appstream.state.associations()
+    create = operation.resource_events[1]
+    assert create.status == status
+    [first, retry] = create.attempts
+    assert first.error == "RuntimeError: first run crashes"
+    assert (retry.error, retry.status) == (None, "SUCCESS")
+    if status == "CREATE_COMPLETE":  # answered about 60 s (Lambda's wait) after the request: in time
+        assert operation.status == "CREATE_COMPLETE"
+        assert associated == {("demo-stack", user, "USERPOOL") for user in INITIAL.users}
+    else:  # CloudFormation gave up after 30 s and rolls back with an id the handler never gave out:
+        assert "within the ServiceTimeout of 30 s" in create.reason
+        assert create.physical_resource_id == ""
+        rollback = operation.resource_events[-1]
+        assert rollback.status == "DELETE_COMPLETE"
+        assert rollback.invocation is not None
+        assert rollback.invocation.event["PhysicalResourceId"] != retry.physical_resource_id
+        # ...so the users the late retry associated stay: the hazard a short ServiceTimeout creates.
+        assert associated == {("demo-stack", user, "USERPOOL") for user in INITIAL.users}

@@ -1,0 +1,473 @@
+"""``make demo``: synthesize app.py with the CDK CLI, then rehearse its lifecycle against a local AppStream.
+
+Run by ``make demo`` (after ``make setup``) as ``python -m tools.demo``. Nothing here needs an
+AWS account or Docker.
+
+1. Synthesis. ``node_modules/.bin/cdk synth`` runs app.py three times, in parallel, into
+   ``.demo/<variant>/``, with ``-c appstream_users=...``:
+
+   * ``initial``: alice, bob and carol;
+   * ``update``: alice, bob and dave (dave in, carol out);
+   * ``broken``: carol, erin and mallory, who is not in the user pool.
+
+   A variant is synthesized again only when something it depends on has changed (app.py,
+   cdk.json, constructs_lib/, lambda_src/, the pinned requirements and CLI, the context): the
+   key is kept in ``.demo/<variant>.key``, so a re-run goes straight to the rehearsal.
+
+2. Rehearsal. A local AppStream (:class:`~constructs_lib.testing.AppStreamServer`) is seeded
+   from ``tools/demo-seed.json`` and a :class:`~constructs_lib.testing.Rehearsal` plays
+   CloudFormation against it, running the synthesized Lambda asset in a separate process:
+
+   1. create stack AppStreamUserAssociationsDemo from ``initial``: CREATE_COMPLETE;
+   2. update it to ``update``: UPDATE_COMPLETE, same physical id, dave in, carol out;
+   3. create a second stack, AppStreamUserAssociationsBroken, from ``broken``:
+      CREATE_FAILED naming mallory, the rollback Delete, ROLLBACK_COMPLETE, and AppStream
+      exactly as it was before the step (erin's existing association untouched);
+   4. delete both stacks: AppStream is back to the seed.
+
+   Each step prints CloudFormation's events and AppStream's state afterwards, then checks its
+   outcome; the exit status is 1 if any step did not go as expected (2 if synthesis failed).
+
+The seed file (``--seed``) describes the AppStream account the rehearsal starts from, in the
+format of :meth:`constructs_lib.testing.AppStreamState.from_seed`::
+
+    {
+      "stacks": ["demo-stack"],                                  # AppStream stacks that exist
+      "users": [{"UserName": "alice@example.com",                # user-pool users
+                 "AuthenticationType": "USERPOOL"}],             # (USERPOOL is the default)
+      "associations": [{"StackName": "demo-stack",               # associations that exist already
+                        "UserName": "erin@example.com"}]
+    }
+
+The demo's checks expect demo-stack, the users alice, bob, carol, dave and erin in the pool, and
+mallory not in it. Colours are used only when stdout is a terminal and ``NO_COLOR`` is unset;
+``--logs`` also prints the function's log lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from constructs_lib.testing import AppStreamServer, AppStreamState, ResponseServer, SeedError, StateSnapshot
+from constructs_lib.testing.rehearsal import (
+    Rehearsal,
+    RehearsalError,
+    StackEvent,
+    StackOperation,
+    summarise_users,
+    write_event,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_SEED = REPO / "tools" / "demo-seed.json"
+DEFAULT_WORKDIR = REPO / ".demo"
+CDK_CLI = REPO / "node_modules" / ".bin" / "cdk"
+
+MAIN_STACK = "AppStreamUserAssociationsDemo"
+BROKEN_STACK = "AppStreamUserAssociationsBroken"
+APPSTREAM_STACK = "demo-stack"
+MISSING_USER = "mallory@example.com"
+AUTH = "USERPOOL"
+
+# What a synthesis depends on, relative to the repository (directories are read recursively).
+SYNTH_INPUTS = ("app.py", "cdk.json", "package-lock.json", "requirements.txt", "constructs_lib", "lambda_src")
+_SKIPPED_PARTS = frozenset({"__pycache__", "testing"})  # constructs_lib/testing is not synthesized
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One synthesis of app.py: a name (its directory under .demo/) and the users it declares."""
+
+    name: str
+    users: tuple[str, ...]
+
+    def context(self) -> dict[str, str]:
+        """The CDK context passed with ``-c``."""
+        return {"appstream_stack_name": APPSTREAM_STACK, "appstream_users": ",".join(self.users)}
+
+
+INITIAL = Variant("initial", ("alice@example.com", "bob@example.com", "carol@example.com"))
+UPDATE = Variant("update", ("alice@example.com", "bob@example.com", "dave@example.com"))
+BROKEN = Variant("broken", ("carol@example.com", "erin@example.com", MISSING_USER))
+VARIANTS = (INITIAL, UPDATE, BROKEN)
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthesis
+
+
+class SynthError(RuntimeError):
+    """``cdk synth`` could not run or failed."""
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    """The assemblies of the variants, which were synthesized now and how long that took."""
+
+    assemblies: Mapping[str, Path]
+    synthesized: tuple[str, ...]
+    seconds: float
+
+
+def input_key(variant: Variant, repo: Path = REPO) -> str:
+    """A digest of everything the variant's synthesis depends on."""
+    digest = hashlib.sha256(json.dumps([variant.context(), sys.version], sort_keys=True).encode())
+    for name in SYNTH_INPUTS:
+        root = repo / name
+        paths = sorted(root.rglob("*")) if root.is_dir() else [root]
+        for path in paths:
+            relative = path.relative_to(repo)
+            if not path.is_file() or _SKIPPED_PARTS & set(relative.parts) or path.suffix == ".pyc":
+                continue
+            digest.update(f"{relative.as_posix()}\0{path.stat().st_size}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _cdk_environment() -> dict[str, str]:
+    """The CLI's environment: this interpreter's directory first (``python app.py``, ``node``), no phoning home."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(
+        {"CDK_DISABLE_VERSION_CHECK": "true", "CDK_DISABLE_CLI_TELEMETRY": "true", "AWS_EC2_METADATA_DISABLED": "true"}
+    )
+    return env
+
+
+def synthesize(
+    variants: Sequence[Variant], workdir: Path, *, cache: bool = True, cdk: Path = CDK_CLI, repo: Path = REPO
+) -> Synthesis:
+    """Run ``cdk synth`` for each variant (in parallel) into ``workdir/<name>``; reuse up-to-date ones.
+
+    :param cache: reuse an assembly whose input key is unchanged. Default: True.
+    :raises SynthError: if the CLI is missing or a synthesis fails (with the CLI's output).
+    """
+    if not cdk.is_file():
+        raise SynthError(f"the CDK CLI is not installed at {cdk}: run `make setup` first")
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    assemblies = {variant.name: workdir / variant.name for variant in variants}
+    running: list[tuple[Variant, str, subprocess.Popen[str]]] = []
+    for variant in variants:
+        key = input_key(variant, repo)
+        key_file = workdir / f"{variant.name}.key"
+        outdir = assemblies[variant.name]
+        if cache and (outdir / "manifest.json").is_file() and key_file.is_file() and key_file.read_text() == key:
+            continue
+        key_file.unlink(missing_ok=True)
+        shutil.rmtree(outdir, ignore_errors=True)
+        command = [str(cdk), "synth", "--quiet", "--no-notices", "-o", str(outdir)]
+        for name, value in variant.context().items():
+            command += ["-c", f"{name}={value}"]
+        process = subprocess.Popen(  # noqa: S603 - the pinned CLI of this checkout
+            command,
+            cwd=repo,
+            env=_cdk_environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+        )
+        running.append((variant, key, process))
+    failures = []
+    for variant, key, process in running:
+        output, _ = process.communicate()
+        if process.returncode != 0 or not (assemblies[variant.name] / "manifest.json").is_file():
+            failures.append(f"cdk synth of variant {variant.name!r} failed (exit {process.returncode}):\n{output}")
+        else:
+            (workdir / f"{variant.name}.key").write_text(key)
+    if failures:
+        raise SynthError("\n".join(failures))
+    return Synthesis(assemblies, tuple(variant.name for variant, _, _ in running), time.monotonic() - started)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def use_color(stream: TextIO) -> bool:
+    """Colours only on a terminal, and not when ``NO_COLOR`` is set (https://no-color.org)."""
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+@dataclass
+class Printer:
+    """Writes headings, events, AppStream's state and verdicts, fitting ``width`` columns."""
+
+    out: TextIO
+    color: bool = False
+    width: int = 80
+    logs: bool = False
+    id_width: int = len(BROKEN_STACK)
+
+    def style(self, text: str, code: str) -> str:
+        """``text`` in an SGR style (``"1"`` bold, ``"31"`` red, ...) when colours are on."""
+        return f"\033[{code}m{text}\033[0m" if self.color else text
+
+    def line(self, text: str = "") -> None:
+        """Write one line."""
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def wrapped(self, text: str, indent: str = "  ") -> None:
+        """Write ``text`` wrapped to the width."""
+        for part in textwrap.wrap(text, self.width - len(indent), break_on_hyphens=False) or [""]:
+            self.line(indent + part)
+
+    def heading(self, title: str, detail: str) -> None:
+        """A step's title and what it does."""
+        self.line()
+        self.line(self.style(title, "1"))
+        self.wrapped(detail)
+
+    def event(self, stack_name: str, event: StackEvent) -> None:
+        """One CloudFormation event (and the function's log lines with ``logs``)."""
+        write_event(self.out, stack_name, event, color=self.color, width=self.width, id_width=self.id_width)
+        for number, run in enumerate(event.attempts if self.logs else ()):
+            if number:
+                self.line(self.style(f"            | (Lambda's retry {number} of the failed run)", "2"))
+            for raw in run.logs.splitlines():
+                parts, text = raw.split("\t"), raw
+                if raw.startswith(("START ", "END ")):
+                    continue
+                if raw.startswith("REPORT "):
+                    text = "REPORT " + "  ".join(parts[1:])
+                elif len(parts) >= 4 and raw.startswith("["):
+                    text = f"{parts[0]} " + "\t".join(parts[3:])
+                for part in textwrap.wrap(text, self.width - 14, subsequent_indent="  ") or [""]:
+                    self.line(self.style(f"            | {part}", "2"))
+        self.out.flush()
+
+    def users(self, users: Iterable[str], lines: int = 2, indent: int = 4) -> str:
+        """Users as one string, summarised to fit in ``lines`` lines."""
+        return summarise_users(users, 100, width=lines * (self.width - indent) - 10)
+
+    def state(self, server: AppStreamServer, title: str, before: StateSnapshot | None = None) -> None:
+        """AppStream's associations per stack, and what changed since ``before``."""
+        now = server.state.snapshot()
+        for stack in sorted(now.stacks):
+            users = sorted(user for name, user, _ in now.associations if name == stack)
+            self.line(f"  {title}, {stack}: {len(users)} user{'' if len(users) == 1 else 's'} associated")
+            if users:
+                self.wrapped(self.users(users), "    ")
+            if before is not None:
+                old = {user for name, user, _ in before.associations if name == stack}
+                gained, lost = set(users) - old, old - set(users)
+                change = [f"{sign} {self.users(names, 1, 16)}" for sign, names in (("+", gained), ("-", lost)) if names]
+                self.wrapped("changed: " + ("; ".join(change) if change else "nothing"), "    ")
+
+    def verdict(self, problems: Sequence[str], expected: str) -> None:
+        """``as expected: ...`` or the list of problems."""
+        if problems:
+            self.line(self.style("  NOT AS EXPECTED:", "1;31"))
+            for problem in problems:
+                self.wrapped(f"- {problem}", "    ")
+        else:
+            self.wrapped(self.style(f"as expected: {expected}", "32"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The rehearsal
+
+
+@dataclass
+class Step:
+    """One step of the story and what went wrong in it (nothing, if it went as expected)."""
+
+    title: str
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _associations(users: Iterable[str]) -> set[tuple[str, str, str]]:
+    return {(APPSTREAM_STACK, user, AUTH) for user in users}
+
+
+def _expect_status(step: Step, operations: Sequence[StackOperation], status: str) -> StackOperation | None:
+    if len(operations) != 1:
+        step.problems.append(f"expected one stack operation, got {len(operations)}")
+        return None
+    if operations[0].status != status:
+        step.problems.append(f"stack ended in {operations[0].status}, expected {status}")
+    return operations[0]
+
+
+def _expect_state(step: Step, server: AppStreamServer, expected: set[tuple[str, str, str]], what: str) -> None:
+    actual = set(server.state.associations())
+    if actual != expected:
+        missing = sorted(user for _, user, _ in expected - actual)
+        extra = sorted(user for _, user, _ in actual - expected)
+        step.problems.append(f"AppStream is not {what}: missing {missing or 'none'}, unexpected {extra or 'none'}")
+
+
+def _run_step(step: Step, body: Callable[[], None]) -> None:
+    try:
+        body()
+    except (RehearsalError, OSError) as error:
+        step.problems.append(f"{type(error).__name__}: {error}")
+
+
+def rehearse(
+    assemblies: Mapping[str, Path], *, state: AppStreamState, printer: Printer, python: str = sys.executable
+) -> list[Step]:
+    """Play the four steps against a local AppStream serving ``state``; return each step's verdict."""
+    initial = state.snapshot()
+    seeded = set(initial.associations)
+    steps: list[Step] = []
+    with AppStreamServer(state) as appstream, ResponseServer() as cfn:
+        rehearsal = Rehearsal(appstream, cfn, python=python, report=printer.event)
+        pool = sorted(user for user, auth in initial.users if auth == AUTH)
+        printer.line(f"  AppStream  {appstream.endpoint_url} (local); user pool: {len(pool)} users")
+        printer.state(appstream, "AppStream before")
+        ids: dict[str, str] = {}
+
+        step = Step(f"1/4 Create {MAIN_STACK}")
+        steps.append(step)
+        printer.heading(step.title, f"users: {printer.users(INITIAL.users)}")
+        before = appstream.state.snapshot()
+
+        def create() -> None:
+            _expect_status(step, rehearsal.deploy(assemblies[INITIAL.name]), "CREATE_COMPLETE")
+            ids.update(rehearsal.deployed(MAIN_STACK))
+            _expect_state(step, appstream, seeded | _associations(INITIAL.users), "the seed plus the new users")
+
+        _run_step(step, create)
+        printer.state(appstream, "AppStream after", before)
+        printer.verdict(step.problems, "CREATE_COMPLETE; erin's existing association kept")
+
+        added = sorted(set(UPDATE.users) - set(INITIAL.users))
+        removed = sorted(set(INITIAL.users) - set(UPDATE.users))
+        step = Step(f"2/4 Update {MAIN_STACK}")
+        steps.append(step)
+        printer.heading(step.title, "users: " + "; ".join([*(f"+ {u}" for u in added), *(f"- {u}" for u in removed)]))
+        before = appstream.state.snapshot()
+
+        def update() -> None:
+            _expect_status(step, rehearsal.deploy(assemblies[UPDATE.name]), "UPDATE_COMPLETE")
+            if rehearsal.deployed(MAIN_STACK) != ids:
+                step.problems.append(f"physical ids changed from {ids} to {dict(rehearsal.deployed(MAIN_STACK))}")
+            _expect_state(step, appstream, seeded | _associations(UPDATE.users), "the seed plus the updated users")
+
+        _run_step(step, update)
+        printer.state(appstream, "AppStream after", before)
+        printer.verdict(step.problems, "UPDATE_COMPLETE in place (same physical id)")
+
+        step = Step(f"3/4 Create {BROKEN_STACK}, which must fail")
+        steps.append(step)
+        printer.heading(step.title, f"users: {printer.users(BROKEN.users)} ({MISSING_USER} is not in the user pool)")
+        before = appstream.state.snapshot()
+
+        def failed_create() -> None:
+            operations = rehearsal.deploy(assemblies[BROKEN.name], stack_name=BROKEN_STACK)
+            operation = _expect_status(step, operations, "ROLLBACK_COMPLETE")
+            if operation is None:
+                return
+            statuses = [event.status for event in operation.resource_events if event.invocation is not None]
+            if statuses != ["CREATE_FAILED", "DELETE_COMPLETE"]:
+                step.problems.append(f"resource events {statuses}, expected CREATE_FAILED then DELETE_COMPLETE")
+            reason = next((e.reason for e in operation.resource_events if e.status == "CREATE_FAILED"), "")
+            if MISSING_USER not in reason or "USER_NAME_NOT_FOUND" not in reason:
+                step.problems.append(f"the failure reason does not name {MISSING_USER} and USER_NAME_NOT_FOUND")
+            if appstream.state.snapshot() != before:
+                step.problems.append("AppStream is not as it was before the step")
+
+        _run_step(step, failed_create)
+        printer.state(appstream, "AppStream after", before)
+        printer.verdict(step.problems, "CREATE_FAILED, ROLLBACK_COMPLETE; AppStream as it was")
+
+        step = Step("4/4 Delete both stacks")
+        steps.append(step)
+        printer.heading(step.title, f"{MAIN_STACK}, then {BROKEN_STACK} (ROLLBACK_COMPLETE: no resources)")
+        before = appstream.state.snapshot()
+
+        def delete() -> None:
+            for name in (MAIN_STACK, BROKEN_STACK):
+                operation = rehearsal.destroy(name)
+                if operation.status != "DELETE_COMPLETE":
+                    step.problems.append(f"{name} ended in {operation.status}, expected DELETE_COMPLETE")
+            _expect_state(step, appstream, seeded, "back to the seed")
+
+        _run_step(step, delete)
+        printer.state(appstream, "AppStream after", before)
+        printer.verdict(step.problems, "DELETE_COMPLETE; AppStream back to the seed")
+    return steps
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    """Synthesize, rehearse, and return the exit status (0 as expected, 1 a step was not, 2 no synth)."""
+    parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=Path, default=DEFAULT_SEED, help="seed file (default: %(default)s)")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="assemblies (default: %(default)s)")
+    parser.add_argument("--no-cache", action="store_true", help="synthesize even if the inputs are unchanged")
+    parser.add_argument("--logs", action="store_true", help="print the function's log lines under each event")
+    args = parser.parse_args(argv)
+
+    started = time.monotonic()
+    columns = shutil.get_terminal_size((80, 24)).columns
+    printer = Printer(out, color=use_color(out), width=max(60, min(columns, 120)), logs=args.logs)
+    printer.line(printer.style("make demo: app.py through the CDK CLI, rehearsed against a local AppStream", "1"))
+    try:
+        state = AppStreamState.load_seed(args.seed)
+    except (SeedError, OSError) as error:
+        printer.line(f"error: {error}")
+        return 2
+    try:
+        synthesis = synthesize(VARIANTS, args.workdir, cache=not args.no_cache)
+    except SynthError as error:
+        printer.line(f"error: {error}")
+        return 2
+    reused = len(VARIANTS) - len(synthesis.synthesized)
+    how = f"{len(synthesis.synthesized)} synthesized in {synthesis.seconds:.1f} s" if synthesis.synthesized else ""
+    how = ", ".join(part for part in (how, f"{reused} unchanged, reused" if reused else "") if part)
+    printer.line(f"  cdk synth  {len(VARIANTS)} variants of app.py in {_shown(args.workdir)}/ ({how})")
+    printer.line(f"  seed       {_shown(args.seed)}")
+
+    rehearsal_started = time.monotonic()
+    steps = rehearse(synthesis.assemblies, state=state, printer=printer)
+    finished = time.monotonic()
+    failed = [step for step in steps if not step.ok]
+    synth = f"synth {synthesis.seconds:.1f} s" if synthesis.synthesized else "synth reused"
+    timing = f"{finished - started:.1f} s ({synth}, rehearsal {finished - rehearsal_started:.1f} s)"
+    printer.line()
+    if failed:
+        printer.line(
+            printer.style(
+                f"{len(failed)} of {len(steps)} steps did not go as expected "
+                f"({', '.join(step.title for step in failed)}); {timing}",
+                "1;31",
+            )
+        )
+        return 1
+    printer.line(printer.style(f"All {len(steps)} steps went as expected in {timing}.", "1;32"))
+    return 0
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
