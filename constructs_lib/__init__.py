@@ -28,7 +28,15 @@ _EXPORTS = {
     "UserStackAssociation": "constructs_lib.association",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AUTHENTICATION_TYPES",
+    "PROVIDER_ID",
+    "RESOURCE_TYPE",
+    "AssetStagingError",
+    "AssociationValidationError",
+    "UserStackAssociation",
+]
+assert sorted(__all__) == sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -13,13 +13,22 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
-from aws_cdk import Token
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+
+from constructs_lib import _timing
+from constructs_lib._sharding import SHARD_COUNTS
+from constructs_lib._tokens import is_unresolved
 
 AUTHENTICATION_TYPES: tuple[str, ...] = ("API", "SAML", "USERPOOL", "AWS_AD")
 """``AuthenticationType`` enum of the AppStream API."""
 
 STACK_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,100}$")
 """``CreateStack.Name`` pattern of the AppStream API (1-101 characters, no ``/``)."""
+
+MIN_PYTHON = (3, 11)
+"""Oldest Python runtime the handler supports."""
 
 USER_NAME_MIN_LENGTH = 1
 USER_NAME_MAX_LENGTH = 128
@@ -36,6 +45,8 @@ MAX_CONCURRENCY_MAX = 16
 # a valid user, whereas a false acceptance is still caught by the service.
 _WHITESPACE = re.compile(r"\s")
 _REJECTED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zs", "Zl", "Zp"})
+# Fast path: printable ASCII without space (what nearly every e-mail address is) is valid.
+_PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")
 
 
 class AssociationValidationError(ValueError):
@@ -65,6 +76,8 @@ def user_name_problem(name: str) -> str | None:
             f"user name {name!r} is {len(name)} characters long; AppStream accepts "
             f"{USER_NAME_MIN_LENGTH} to {USER_NAME_MAX_LENGTH} characters"
         )
+    if _PRINTABLE_ASCII.fullmatch(name):
+        return None
     bad = sorted({ch for ch in name if _WHITESPACE.match(ch) or unicodedata.category(ch) in _REJECTED_CATEGORIES})
     if bad:
         shown = ", ".join(f"U+{ord(ch):04X}" for ch in bad)
@@ -79,7 +92,7 @@ def user_name_problem(name: str) -> str | None:
 def _validate_stack_name(stack_name: object) -> list[str]:
     if not isinstance(stack_name, str):
         return [f"stack_name must be a string, got {type(stack_name).__name__} {stack_name!r}"]
-    if Token.is_unresolved(stack_name) or STACK_NAME_PATTERN.match(stack_name):
+    if is_unresolved(stack_name) or STACK_NAME_PATTERN.match(stack_name):
         return []
     return [
         f"stack_name {stack_name!r} is not a valid AppStream stack name: it must match "
@@ -90,14 +103,14 @@ def _validate_stack_name(stack_name: object) -> list[str]:
 
 def _validate_user_names(user_names: object) -> list[str]:
     if isinstance(user_names, str):
-        if Token.is_unresolved(user_names):
+        if is_unresolved(user_names):
             hint = "for a CommaDelimitedList parameter use CfnParameter.value_as_list"
         else:
             hint = f"for one user write [{user_names!r}]"
         return [f"user_names must be a list of strings, not the single string {user_names!r}: {hint}"]
     if not isinstance(user_names, Sequence):
         return [f"user_names must be a list of strings, got {type(user_names).__name__} {user_names!r}"]
-    if Token.is_unresolved(list(user_names)):
+    if is_unresolved(list(user_names)):
         # A token-encoded list (e.g. CfnParameter.value_as_list): its items are unknown until deploy.
         return []
     if not user_names:
@@ -108,7 +121,7 @@ def _validate_user_names(user_names: object) -> list[str]:
     for index, name in enumerate(user_names):
         if not isinstance(name, str):
             problems.append(f"user_names[{index}] must be a string, got {type(name).__name__} {name!r}")
-        elif not Token.is_unresolved(name):
+        elif not is_unresolved(name):
             literal.append(name)
             problem = user_name_problem(name)
             if problem is not None:
@@ -123,7 +136,7 @@ def _validate_user_names(user_names: object) -> list[str]:
 
 def _validate_authentication_type(authentication_type: object) -> list[str]:
     if isinstance(authentication_type, str) and (
-        Token.is_unresolved(authentication_type) or authentication_type in AUTHENTICATION_TYPES
+        is_unresolved(authentication_type) or authentication_type in AUTHENTICATION_TYPES
     ):
         return []
     hint = ""
@@ -146,7 +159,7 @@ def _validate_send_email_notification(send_email_notification: object) -> list[s
 
 def _validate_max_concurrency(max_concurrency: object) -> list[str]:
     if isinstance(max_concurrency, (int, float)) and not isinstance(max_concurrency, bool):
-        if Token.is_unresolved(max_concurrency):
+        if is_unresolved(max_concurrency):
             return []
         if isinstance(max_concurrency, int) and MAX_CONCURRENCY_MIN <= max_concurrency <= MAX_CONCURRENCY_MAX:
             return []
@@ -156,6 +169,64 @@ def _validate_max_concurrency(max_concurrency: object) -> list[str]:
     ]
 
 
+def _validate_shards(shards: object) -> list[str]:
+    if isinstance(shards, int) and not isinstance(shards, bool) and shards in SHARD_COUNTS:
+        return []
+    return [
+        f"shards {shards!r} must be one of {', '.join(map(str, SHARD_COUNTS))} (a power of two: "
+        "raising it to a multiple keeps every move of a user safe)"
+    ]
+
+
+def _duration_seconds(name: str, value: object, low: int, high: int, hint: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, Duration):
+        return [f"{name} must be a Duration (e.g. Duration.minutes(10)), got {type(value).__name__} {value!r}"]
+    if value.is_unresolved():
+        return [f"{name} must be known at synth time, not a token"]
+    seconds = value.to_milliseconds() / 1000
+    if seconds != int(seconds) or not low <= seconds <= high:
+        return [f"{name} is {seconds:g} s; it must be a whole number of seconds from {low} to {high}{hint}"]
+    return []
+
+
+def python_version(runtime: lambda_.Runtime) -> tuple[int, ...] | None:
+    """``(3, 14)`` for ``python3.14``; None for a runtime that is not a versioned Python."""
+    name = runtime.name
+    if runtime.family != lambda_.RuntimeFamily.PYTHON or not name.startswith("python"):
+        return None
+    try:
+        return tuple(int(part) for part in name.removeprefix("python").split("."))
+    except ValueError:
+        return None
+
+
+def _validate_runtime(runtime: object) -> list[str]:
+    if runtime is None:
+        return []
+    if isinstance(runtime, lambda_.Runtime) and (python_version(runtime) or ()) >= MIN_PYTHON:
+        return []
+    name = getattr(runtime, "name", None)
+    shown = name if isinstance(name, str) else repr(runtime)
+    return [
+        f"runtime {shown} cannot run the handler: give a Python runtime from python"
+        f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]} on (e.g. Runtime.PYTHON_3_13), or leave it out for the newest"
+    ]
+
+
+def _validate_role(role: object) -> list[str]:
+    if role is None or (hasattr(role, "role_arn") and hasattr(role, "node")):
+        return []
+    return [f"role must be an iam.IRole (e.g. iam.Role or iam.Role.from_role_arn(...)), got {type(role).__name__}"]
+
+
+def _validate_enum(name: str, value: object, kind: type, example: str) -> list[str]:
+    if value is None or isinstance(value, kind):
+        return []
+    return [f"{name} must be a {kind.__name__} (e.g. {example}), got {type(value).__name__} {value!r}"]
+
+
 def validate_association(
     *,
     stack_name: object,
@@ -163,6 +234,13 @@ def validate_association(
     authentication_type: object,
     send_email_notification: object,
     max_concurrency: object,
+    shards: object = 1,
+    service_timeout: object = None,
+    timeout: object = None,
+    runtime: object = None,
+    role: object = None,
+    log_retention: object = None,
+    log_removal_policy: object = None,
 ) -> list[str]:
     """Return every problem with the given arguments (an empty list when they are valid)."""
     return [
@@ -171,6 +249,26 @@ def validate_association(
         *_validate_authentication_type(authentication_type),
         *_validate_send_email_notification(send_email_notification),
         *_validate_max_concurrency(max_concurrency),
+        *_validate_shards(shards),
+        *_duration_seconds(
+            "service_timeout",
+            service_timeout,
+            1,
+            _timing.MAX_SERVICE_TIMEOUT_SECONDS,
+            " (CloudFormation's ServiceTimeout), and exceed the function's timeout by "
+            f"{_timing.SERVICE_TIMEOUT_MARGIN_SECONDS} s",
+        ),
+        *_duration_seconds(
+            "timeout",
+            timeout,
+            _timing.MIN_TIMEOUT_SECONDS,
+            _timing.MAX_TIMEOUT_SECONDS,
+            " (the handler keeps up to 10 s to answer and splits the rest between work and undo)",
+        ),
+        *_validate_runtime(runtime),
+        *_validate_role(role),
+        *_validate_enum("log_retention", log_retention, logs.RetentionDays, "RetentionDays.ONE_YEAR"),
+        *_validate_enum("log_removal_policy", log_removal_policy, RemovalPolicy, "RemovalPolicy.RETAIN"),
     ]
 
 
@@ -180,8 +278,8 @@ def sort_user_names(user_names: Sequence[str]) -> list[str]:
     A token-encoded list is returned unchanged (as a list).
     """
     names = list(user_names)
-    if Token.is_unresolved(names):
+    if is_unresolved(names):
         return names
-    literal = sorted(name for name in names if not Token.is_unresolved(name))
-    tokens = [name for name in names if Token.is_unresolved(name)]
+    literal = sorted(name for name in names if not is_unresolved(name))
+    tokens = [name for name in names if is_unresolved(name)]
     return literal + tokens

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
+import cfnlint.api
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 ENV = cdk.Environment(account="123456789012", region="eu-west-1")
@@ -41,3 +42,9 @@ def only_logical_id(template: cdk.assertions.Template, type_: str) -> str:
     found = resources_of_type(template, type_)
     assert len(found) == 1, f"expected one {type_}, found {sorted(found)}"
     return next(iter(found))
+
+
+def cfn_lint(template: dict[str, Any]) -> list[str]:
+    """cfn-lint's errors and warnings (its default rules) on a synthesized template."""
+    matches = cfnlint.api.lint(json.dumps(template))
+    return [f"{match.rule.id} {match.message} ({'/'.join(map(str, match.path))})" for match in matches]

@@ -1,0 +1,111 @@
+"""Order associations after the AppStream stacks and users declared in the same CDK stack.
+
+When a CDK stack declares the AppStream stack (``aws_appstream.CfnStack``) or a user
+(``aws_appstream.CfnUser``) that an association names, the association's custom resources must
+be created after them and deleted before them. A name given as a token that refers to the
+resource (``cfn_stack.ref``) already orders them: CloudFormation follows ``Ref``/``Fn::GetAtt``.
+A name given as the same literal (or the same parameter) does not, so a ``DependsOn`` is added.
+No ``DependsOn`` is added where a reference already exists (cfn-lint W3005).
+
+This runs at synthesis (from an aspect), so resources declared after the association count too.
+Only the L1 classes are recognised, and only in the association's own stack.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from aws_cdk import CfnResource, CustomResource, Stack
+from aws_cdk import aws_appstream as appstream
+
+from constructs_lib._tokens import is_unresolved
+
+if TYPE_CHECKING:
+    from constructs_lib.association import UserStackAssociation
+
+
+def _referenced_logical_ids(value: Any) -> set[str]:
+    """Logical ids that a resolved CloudFormation value points at with Ref or Fn::GetAtt."""
+    found: set[str] = set()
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            ref = item.get("Ref")
+            if isinstance(ref, str):
+                found.add(ref)
+            get_att = item.get("Fn::GetAtt")
+            if isinstance(get_att, list) and get_att and isinstance(get_att[0], str):
+                found.add(get_att[0])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+class _Resolver:
+    """Resolves values in one stack to a comparable key, without a jsii call for literals."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+
+    def resolved(self, value: object) -> Any:
+        if isinstance(value, str) and not is_unresolved(value):
+            return value
+        return self.stack.resolve(value)
+
+    def key(self, value: object) -> str:
+        return json.dumps(self.resolved(value), sort_keys=True)
+
+    def logical_id(self, resource: CfnResource) -> str:
+        return str(self.stack.resolve(resource.logical_id))
+
+
+def _same_stack(construct: CfnResource, stack: Stack) -> bool:
+    return Stack.of(construct).node.path == stack.node.path
+
+
+def order_associations(stack: Stack, associations: Iterable[UserStackAssociation]) -> None:
+    """Make each association's custom resources depend on the AppStream stacks and users it names."""
+    associations = list(associations)
+    if not associations:
+        return
+    resolver = _Resolver(stack)
+    stacks_by_name: dict[str, list[appstream.CfnStack]] = {}
+    users_by_name: dict[tuple[str, str], list[appstream.CfnUser]] = {}
+    for construct in stack.node.find_all():
+        if isinstance(construct, appstream.CfnStack) and construct.name is not None:
+            if _same_stack(construct, stack):
+                stacks_by_name.setdefault(resolver.key(construct.name), []).append(construct)
+        elif isinstance(construct, appstream.CfnUser) and _same_stack(construct, stack):
+            user_key = (resolver.key(construct.user_name), resolver.key(construct.authentication_type))
+            users_by_name.setdefault(user_key, []).append(construct)
+    if not stacks_by_name and not users_by_name:
+        return
+
+    for association in associations:
+        stack_name = resolver.resolved(association.stack_name)
+        stack_refs = _referenced_logical_ids(stack_name)
+        for appstream_stack in stacks_by_name.get(json.dumps(stack_name, sort_keys=True), []):
+            if resolver.logical_id(appstream_stack) not in stack_refs:
+                for resource in association.resources:
+                    _depend(resource, appstream_stack)
+        if not users_by_name:
+            continue
+        auth_key = resolver.key(association.authentication_type)
+        for resource, user_names in zip(association.resources, association.shard_user_names, strict=True):
+            if is_unresolved(list(user_names)):
+                continue
+            for user_name in user_names:
+                resolved = resolver.resolved(user_name)
+                users = users_by_name.get((json.dumps(resolved, sort_keys=True), auth_key), [])
+                refs = _referenced_logical_ids(resolved) if users else set()
+                for user in users:
+                    if resolver.logical_id(user) not in refs:
+                        _depend(resource, user)
+
+
+def _depend(resource: CustomResource, target: CfnResource) -> None:
+    resource.node.add_dependency(target)

@@ -1,0 +1,72 @@
+"""How long the shared function may run, and how long CloudFormation waits for an answer.
+
+The handler splits the time Lambda gives it: forward work may use half of what is left after
+keeping up to 10 s to answer, so that undoing that work (at most as many calls) fits in the
+other half. One AppStream call attempt lasts at most ~13 s (3 s connect + 10 s read timeout).
+
+The function's timeout, unless given, is sized for the largest shard it serves::
+
+    batches  = ceil(users in the shard / 25)                   # BatchAssociateUserStack: 1-25 items
+    rounds   = ceil(batches / max_concurrency)                 # calls run max_concurrency at a time
+    pages    = ceil(users declared on that AppStream stack / 500) + 1
+                                                               # DescribeUserStackAssociations, +1 for
+                                                               # associations made outside this stack
+    work     = 13 s * (pages + rounds)                         # every call at its worst case
+    needed   = 60 s + 2 * work                                 # 2x: forward half + undo half; 60 s for
+                                                               # start-up and the answer
+    timeout  = the first of 2, 3, 4, 5, 7, 10, 15 minutes that is >= needed (15 min at most)
+
+Rounding to a few steps keeps the timeout (and every shard's ``ServiceTimeout``, derived from it)
+unchanged when a user is added, so that adding a user updates one shard only. A token
+``max_concurrency`` counts as 1; a token-encoded user list as :data:`UNKNOWN_LIST_USERS` users.
+
+``ServiceTimeout`` (how long CloudFormation waits for the answer before failing), unless given::
+
+    service_timeout = min(2 * timeout + 120 s, 3600 s)
+
+covering one run, one retry by Lambda of a run that crashed before answering (Lambda retries
+failed asynchronous invocations), and two minutes for queuing and delivering the answer. A lost
+answer then fails the deployment in minutes instead of CloudFormation's default hour.
+"""
+
+from __future__ import annotations
+
+import math
+
+CALL_SECONDS = 13
+"""Worst case of one AppStream call attempt (the handler's connect + read timeouts)."""
+BASE_SECONDS = 60
+BATCH_SIZE = 25
+DESCRIBE_PAGE_SIZE = 500
+TIMEOUT_STEPS: tuple[int, ...] = (120, 180, 240, 300, 420, 600, 900)
+MIN_TIMEOUT_SECONDS = 30
+"""Smallest timeout accepted from the caller: less leaves the handler no time to work and answer."""
+MAX_TIMEOUT_SECONDS = 900
+"""Lambda's maximum."""
+SERVICE_TIMEOUT_MARGIN_SECONDS = 60
+"""A given ``service_timeout`` must exceed the function's timeout by at least this much."""
+MAX_SERVICE_TIMEOUT_SECONDS = 3600
+UNKNOWN_LIST_USERS = 1000
+
+
+def shard_work_seconds(users: int, concurrency: int, stack_users: int) -> int:
+    """Worst-case seconds of forward work for one event of a shard of ``users`` users."""
+    batches = math.ceil(users / BATCH_SIZE)
+    rounds = math.ceil(batches / max(1, concurrency))
+    pages = math.ceil(stack_users / DESCRIBE_PAGE_SIZE) + 1
+    return CALL_SECONDS * (pages + rounds)
+
+
+def needed_seconds(work_seconds: int) -> int:
+    """Function time needed for ``work_seconds`` of forward work, its undo, start-up and answer."""
+    return BASE_SECONDS + 2 * work_seconds
+
+
+def function_timeout_seconds(needed: int) -> int:
+    """The first of :data:`TIMEOUT_STEPS` that covers ``needed`` (the last one at most)."""
+    return next((step for step in TIMEOUT_STEPS if step >= needed), TIMEOUT_STEPS[-1])
+
+
+def default_service_timeout_seconds(function_timeout: int) -> int:
+    """``ServiceTimeout`` for a function timeout: one run, one retry, two minutes of margin."""
+    return min(2 * function_timeout + 120, MAX_SERVICE_TIMEOUT_SECONDS)
