@@ -61,6 +61,8 @@ LOG_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
 
 ARCHITECTURE = lambda_.Architecture.ARM_64
 MEMORY_SIZE_MIB = 256
+# Lambda's minimum: an async event not started within a minute is dropped, not run late.
+MAX_EVENT_AGE_SECONDS = 60
 ENVIRONMENT = {"LOG_LEVEL": "INFO"}
 
 DEFAULT_LOG_RETENTION = logs.RetentionDays.ONE_YEAR
@@ -239,6 +241,12 @@ class AssociationProvider(Construct):
             environment=dict(ENVIRONMENT),
             role=self.role,
             log_group=self.log_group,
+            # CloudFormation invokes asynchronously. A Lambda retry, or an event that waited in a
+            # throttled queue, could run after CloudFormation gave up (ServiceTimeout) and rolled
+            # back, and associate users nothing would ever remove: the handler answers every event
+            # itself, so a late second run is never wanted.
+            retry_attempts=0,
+            max_event_age=Duration.seconds(MAX_EVENT_AGE_SECONDS),
         )
         role_resource = self.role.node.default_child
         function_resource = self.function.node.default_child

@@ -350,3 +350,14 @@ def test_provider_id_is_reserved() -> None:
     cdk.aws_iam.Group(stack, PROVIDER_ID)
     with pytest.raises(ValueError, match="construct id is reserved"):
         UserStackAssociation(stack, "A", stack_name="s", user_names=["a@example.com"])
+
+
+def test_function_never_runs_an_event_late_or_twice() -> None:
+    """A Lambda retry after CloudFormation gave up would associate users nothing removes."""
+    stack = new_stack()
+    UserStackAssociation(stack, "Associations", stack_name="demo", user_names=["a@x.com"])
+    template = Template.from_stack(stack)
+    template.has_resource_properties(
+        "AWS::Lambda::EventInvokeConfig",
+        {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 60, "Qualifier": "$LATEST"},
+    )
