@@ -32,6 +32,12 @@ RETRYABLE_ITEM_CODES = frozenset({"INTERNAL_ERROR"})
 # On disassociation these mean there is nothing left to remove.
 GONE_ITEM_CODES = frozenset({"STACK_NOT_FOUND", "USER_NAME_NOT_FOUND"})
 TIME_RAN_OUT = "TIME_RAN_OUT"
+# Error codes botocore's standard retry mode retries (throttling and transient ones).
+RETRIED_ERROR_CODES = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+    "TooManyRequestsException", "RequestLimitExceeded", "RequestThrottled", "SlowDown",
+    "PriorRequestNotComplete", "RequestTimeout", "RequestTimeoutException", "LimitExceededException",
+})
 # Do not start a call, or let botocore retry one, with less time than this left: one attempt
 # (connect + read timeout) plus the longest backoff botocore's standard mode sleeps.
 CALL_HEADROOM = 3.0 + 10.0
@@ -128,6 +134,19 @@ def _from_api(raw: Mapping[str, Any]) -> Association:
     return Association(str(raw.get("StackName")), str(raw.get("UserName")), str(raw.get("AuthenticationType")))
 
 
+def _may_be_retried(response: Any, caught_exception: Any) -> bool:
+    """Whether botocore's standard mode could retry this attempt (the guard leaves others alone)."""
+    if caught_exception is not None:
+        return True
+    if response is None:
+        return False
+    status = response[0].status_code
+    if status >= 500 or status == 429:
+        return True
+    code = (response[1] or {}).get("Error", {}).get("Code", "")
+    return status >= 400 and code in RETRIED_ERROR_CODES
+
+
 def _client_error_is_server_side(error: ClientError) -> bool:
     status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
     return isinstance(status, int) and status >= 500
@@ -158,12 +177,11 @@ class AppStreamRunner:
         self._client.meta.events.unregister("needs-retry.appstream", unique_id=self._HOOK_ID)
 
     def _guard_retry(self, response: Any = None, caught_exception: Any = None, **_: Any) -> None:
-        if caught_exception is None and response is not None and response[0].status_code < 300:
+        if not _may_be_retried(response, caught_exception):
             return
         deadline = self._deadline
         if deadline is not None and deadline.expired(RETRY_HEADROOM):
             raise DeadlineReached("no time left for another attempt")
-        return
 
     def _count(self, operation: str) -> None:
         with self._lock:

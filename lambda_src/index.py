@@ -135,6 +135,8 @@ def handler(event: Any, context: Any) -> None:
     if not isinstance(url, str) or not url.startswith("https://"):
         logger.error("Event has no https ResponseURL; nothing to answer")
         return
+    # crhelper reads its own polling keys from the event; CloudFormation never sends them.
+    event = {key: value for key, value in event.items() if not str(key).startswith("CrHelper")}
     helper.begin(event, context)
     problem = _envelope_problem(event)
     if problem is None:

@@ -53,6 +53,9 @@ def normalise_body(body: Mapping[str, Any], fallback_id: str) -> dict[str, Any]:
     fixed["PhysicalResourceId"] = _cut_utf8(physical_id, MAX_ID_BYTES)
     for key in ("StackId", "RequestId", "LogicalResourceId", "Reason"):
         fixed[key] = str(fixed.get(key) or "")
+    if not isinstance(fixed.get("Data"), dict):
+        fixed["Data"] = {}
+    fixed["NoEcho"] = fixed.get("NoEcho") is True
     if _utf8_len(json.dumps(fixed)) > MAX_BODY_BYTES:
         fixed["Data"] = {}
     overflow = _utf8_len(json.dumps(fixed)) - MAX_BODY_BYTES
