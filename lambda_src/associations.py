@@ -71,8 +71,15 @@ def handle_event(
             desired = parse_properties(event.get("ResourceProperties"))
         except MalformedProperties as error:
             return _malformed(error, fallback)
-        result = _transition(client, desired, add=desired.associations, remove=frozenset(), budget=budget,
-                             item_retry=item_retry, verb="Create")
+        result = _transition(
+            client,
+            desired,
+            add=desired.associations,
+            remove=frozenset(),
+            budget=budget,
+            item_retry=item_retry,
+            verb="Create",
+        )
         return Answer(SUCCESS, physical_id(event)) if result is None else Answer(FAILED, fallback, result)
 
     current_id = str(event.get("PhysicalResourceId") or physical_id(event))
@@ -92,8 +99,15 @@ def handle_event(
         if previous == desired.associations:
             logger.info("Update: the associations are unchanged (%d); no AppStream call", len(previous))
             return Answer(SUCCESS, current_id)
-        result = _transition(client, desired, add=desired.associations, remove=previous - desired.associations,
-                             budget=budget, item_retry=item_retry, verb="Update")
+        result = _transition(
+            client,
+            desired,
+            add=desired.associations,
+            remove=previous - desired.associations,
+            budget=budget,
+            item_retry=item_retry,
+            verb="Update",
+        )
         return Answer(SUCCESS, current_id) if result is None else Answer(FAILED, current_id, result)
 
     if request_type == "Delete":
@@ -104,8 +118,15 @@ def handle_event(
             desired = parse_properties(event.get("ResourceProperties"))
         except MalformedProperties as error:
             return _malformed(error, current_id)
-        result = _transition(client, desired, add=frozenset(), remove=desired.associations, budget=budget,
-                             item_retry=item_retry, verb="Delete")
+        result = _transition(
+            client,
+            desired,
+            add=frozenset(),
+            remove=desired.associations,
+            budget=budget,
+            item_retry=item_retry,
+            verb="Delete",
+        )
         return Answer(SUCCESS, current_id) if result is None else Answer(FAILED, current_id, result)
 
     return Answer(FAILED, current_id, clip(f"Unknown RequestType {str(request_type)[:40]!r}", MAX_REASON))
@@ -136,32 +157,51 @@ def _transition(
             detail = f": {error.message}" if error.message else ""
             return clip(
                 f"Could not read the existing associations of stack {error.stack_name} "
-                f"({error.label}{detail}); nothing was changed", MAX_REASON
+                f"({error.label}{detail}); nothing was changed",
+                MAX_REASON,
             )
         to_add = add - before
         to_remove = remove & before
         logger.info(
             "%s: %d to associate (%d already there), %d to disassociate (%d already gone), concurrency %d",
-            verb, len(to_add), len(add) - len(to_add), len(to_remove), len(remove) - len(to_remove),
+            verb,
+            len(to_add),
+            len(add) - len(to_add),
+            len(to_remove),
+            len(remove) - len(to_remove),
             desired.max_concurrency,
         )
-        added = runner.apply(Operation.ASSOCIATE, to_add, send_email=desired.send_email_notification,
-                             deadline=budget.forward)
+        added = runner.apply(
+            Operation.ASSOCIATE, to_add, send_email=desired.send_email_notification, deadline=budget.forward
+        )
         removed = Outcome()
         if added.ok:
             removed = runner.apply(Operation.DISASSOCIATE, to_remove, send_email=None, deadline=budget.forward)
         if added.ok and removed.ok:
-            logger.info("%s: done: %d associated, %d disassociated (%d calls)", verb, len(added.applied),
-                        len(removed.applied), sum(runner.calls.values()))
+            logger.info(
+                "%s: done: %d associated, %d disassociated (%d calls)",
+                verb,
+                len(added.applied),
+                len(removed.applied),
+                sum(runner.calls.values()),
+            )
             return None
 
         failing, action = (added, "could not be associated") if not added.ok else (removed, "could not be removed")
-        logger.error("%s: %d of %d items failed (%s); undoing this event's changes", verb,
-                     len(failing.problems()), len(to_add) + len(to_remove), _label_counts(failing))
+        logger.error(
+            "%s: %d of %d items failed (%s); undoing this event's changes",
+            verb,
+            len(failing.problems()),
+            len(to_add) + len(to_remove),
+            _label_counts(failing),
+        )
         undo_note = _undo(runner, budget, stacks, added, removed, to_add, to_remove)
         return failure_reason(
-            action=action, problems=failing.problems(), attempted=len(to_add) + len(to_remove),
-            undo_note=undo_note, messages=failing.messages,
+            action=action,
+            problems=failing.problems(),
+            attempted=len(to_add) + len(to_remove),
+            undo_note=undo_note,
+            messages=failing.messages,
         )
 
 
@@ -198,10 +238,10 @@ def _undo(
     withdrawn = runner.apply(Operation.DISASSOCIATE, undo_disassociate, send_email=None, deadline=budget.undo)
     left = {**restored.problems(), **withdrawn.problems()}
     if not left:
-        logger.info("Undo: complete (%d disassociated, %d re-associated)", len(withdrawn.applied),
-                    len(restored.applied))
+        logger.info(
+            "Undo: complete (%d disassociated, %d re-associated)", len(withdrawn.applied), len(restored.applied)
+        )
         return "This event's changes were undone"
-    logger.error("Undo: %d of %d items could not be put back", len(left),
-                 len(undo_disassociate) + len(undo_associate))
+    logger.error("Undo: %d of %d items could not be put back", len(left), len(undo_disassociate) + len(undo_associate))
     codes = ", ".join(sorted(set(left.values())))
     return f"UNDO INCOMPLETE: {len(left)} left changed ({codes}); deploy again to converge"

@@ -33,11 +33,22 @@ RETRYABLE_ITEM_CODES = frozenset({"INTERNAL_ERROR"})
 GONE_ITEM_CODES = frozenset({"STACK_NOT_FOUND", "USER_NAME_NOT_FOUND"})
 TIME_RAN_OUT = "TIME_RAN_OUT"
 # Error codes botocore's standard retry mode retries (throttling and transient ones).
-RETRIED_ERROR_CODES = frozenset({
-    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
-    "TooManyRequestsException", "RequestLimitExceeded", "RequestThrottled", "SlowDown",
-    "PriorRequestNotComplete", "RequestTimeout", "RequestTimeoutException", "LimitExceededException",
-})
+RETRIED_ERROR_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "LimitExceededException",
+    }
+)
 # Do not start a call, or let botocore retry one, with less time than this left: one attempt
 # (connect + read timeout) plus the longest backoff botocore's standard mode sleeps.
 CALL_HEADROOM = 3.0 + 10.0
@@ -61,7 +72,7 @@ class ItemRetry:
 
     def delay(self, retry: int) -> float:
         """Backoff with equal jitter before retry number ``retry`` (0-based)."""
-        ceiling = min(self.max_delay, self.base_delay * 2**retry)
+        ceiling = min(self.max_delay, self.base_delay * 2.0**retry)
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
@@ -204,7 +215,9 @@ class AppStreamRunner:
                 code = str(error.response.get("Error", {}).get("Code", "ClientError"))
                 if code == "ResourceNotFoundException":
                     continue  # no stack, no associations
-                raise DescribeFailed(stack_name, code, str(error.response.get("Error", {}).get("Message", ""))) from None
+                raise DescribeFailed(
+                    stack_name, code, str(error.response.get("Error", {}).get("Message", ""))
+                ) from None
             except DeadlineReached:
                 raise DescribeFailed(stack_name, TIME_RAN_OUT, "the function's time ran out") from None
             except BotoCoreError as error:
@@ -284,16 +297,16 @@ class AppStreamRunner:
                 unmatched = True
         retry: list[Association] = []
         for item in sent:
-            code = codes.get(item)
-            if code is None:
+            item_code = codes.get(item)
+            if item_code is None:
                 if unmatched:
                     outcome.unknown[item] = "UNMATCHED_ERROR_ITEM"
                 else:
                     outcome.applied.add(item)
-            elif code in RETRYABLE_ITEM_CODES:
+            elif item_code in RETRYABLE_ITEM_CODES:
                 retry.append(item)
-            elif operation is Operation.DISASSOCIATE and code in GONE_ITEM_CODES:
+            elif operation is Operation.DISASSOCIATE and item_code in GONE_ITEM_CODES:
                 outcome.gone.add(item)
             else:
-                outcome.failed[item] = code
+                outcome.failed[item] = item_code
         return retry

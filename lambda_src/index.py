@@ -40,7 +40,7 @@ CLIENT_CONFIG = Config(
 )
 
 
-class Helper(CfnResource):  # type: ignore[misc]
+class Helper(CfnResource):
     """crhelper's CfnResource that answers exactly once per event, within bounds."""
 
     def __init__(self, **options: Any) -> None:
@@ -75,7 +75,7 @@ class Helper(CfnResource):  # type: ignore[misc]
             self._answered = True
         if not self.PhysicalResourceId:
             self.PhysicalResourceId = self._fallback_id
-        super()._send(status, reason, send_response=self._deliver)
+        super()._send(status, reason, send_response=self._deliver)  # type: ignore[misc]  # not in crhelper's stubs
 
     def _deliver(self, url: str, body: Mapping[str, Any], ssl_verify: Any) -> None:
         put_response(url, normalise_body(body, self._fallback_id), ssl_verify, seconds_left=self._seconds_left)

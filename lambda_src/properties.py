@@ -46,9 +46,7 @@ class DesiredState:
     @property
     def associations(self) -> frozenset[Association]:
         """Every (stack, user, authentication type) this resource declares."""
-        return frozenset(
-            Association(self.stack_name, user, self.authentication_type) for user in self.user_names
-        )
+        return frozenset(Association(self.stack_name, user, self.authentication_type) for user in self.user_names)
 
 
 class MalformedProperties(ValueError):
@@ -141,9 +139,7 @@ def parse_properties(raw: object, field: str = "ResourceProperties") -> DesiredS
     if stack_name is None:
         problems.append("StackName is missing")
     elif not isinstance(stack_name, str) or not STACK_NAME_PATTERN.fullmatch(stack_name):
-        problems.append(
-            f"StackName {_show(stack_name)} is not an AppStream stack name (1-101 of a-z A-Z 0-9 _ . -)"
-        )
+        problems.append(f"StackName {_show(stack_name)} is not an AppStream stack name (1-101 of a-z A-Z 0-9 _ . -)")
 
     users = _parse_users(raw.get("UserNames"), problems)
 
@@ -158,5 +154,6 @@ def parse_properties(raw: object, field: str = "ResourceProperties") -> DesiredS
 
     if problems:
         raise MalformedProperties(field, problems)
-    assert isinstance(stack_name, str) and isinstance(auth, str)
+    assert isinstance(stack_name, str)
+    assert isinstance(auth, str)
     return DesiredState(stack_name, users, auth, send_email, concurrency)

@@ -64,8 +64,9 @@ def appstream(appstream_server: AppStreamServer, lambda_environment: None) -> Ap
     return appstream_server
 
 
-def seed(server: AppStreamServer, *, stacks: list[str], users: list[str],
-         associated: Mapping[str, list[str]] | None = None) -> None:
+def seed(
+    server: AppStreamServer, *, stacks: list[str], users: list[str], associated: Mapping[str, list[str]] | None = None
+) -> None:
     """Add USERPOOL users, stacks and existing associations to the fake."""
     for stack in stacks:
         server.state.add_stack(stack)
@@ -76,21 +77,39 @@ def seed(server: AppStreamServer, *, stacks: list[str], users: list[str],
             server.state.associate(stack, user)
 
 
-def properties(stack: str, users: list[str], *, auth: str = "USERPOOL", email: bool = False,
-               concurrency: int = 4) -> dict[str, Any]:
+def properties(
+    stack: str, users: list[str], *, auth: str = "USERPOOL", email: bool = False, concurrency: int = 4
+) -> dict[str, Any]:
     """ResourceProperties as CloudFormation delivers them: every scalar a string."""
-    return stringify({"ServiceToken": TOKEN, "StackName": stack, "UserNames": users,
-                      "AuthenticationType": auth, "SendEmailNotification": email,
-                      "MaxConcurrency": concurrency})
+    return stringify(
+        {
+            "ServiceToken": TOKEN,
+            "StackName": stack,
+            "UserNames": users,
+            "AuthenticationType": auth,
+            "SendEmailNotification": email,
+            "MaxConcurrency": concurrency,
+        }
+    )
 
 
-def cfn_event(request_type: str, props: Mapping[str, Any] | None, *, old: Mapping[str, Any] | None = None,
-              physical_id: str | None = None, logical_id: str = "Associations") -> dict[str, Any]:
+def cfn_event(
+    request_type: str,
+    props: Mapping[str, Any] | None,
+    *,
+    old: Mapping[str, Any] | None = None,
+    physical_id: str | None = None,
+    logical_id: str = "Associations",
+) -> dict[str, Any]:
     """A CloudFormation custom-resource request (the ResponseURL is set by the harness)."""
     event: dict[str, Any] = {
-        "RequestType": request_type, "ServiceToken": TOKEN, "StackId": STACK_ID,
-        "RequestId": str(uuid.uuid4()), "LogicalResourceId": logical_id,
-        "ResourceType": "Custom::AppStreamUserStackAssociation", "ResourceProperties": props,
+        "RequestType": request_type,
+        "ServiceToken": TOKEN,
+        "StackId": STACK_ID,
+        "RequestId": str(uuid.uuid4()),
+        "LogicalResourceId": logical_id,
+        "ResourceType": "Custom::AppStreamUserStackAssociation",
+        "ResourceProperties": props,
     }
     if old is not None:
         event["OldResourceProperties"] = old
@@ -137,8 +156,7 @@ def invoke(response_server: ResponseServer, lambda_environment: None) -> Any:
     """Call ``index.handler`` with an event; return the single response CloudFormation got."""
     import index  # noqa: PLC0415 - needs the environment set up first
 
-    def run(event: dict[str, Any], *, remaining: float = 300.0, settle: float = 0.0,
-            validate: bool = True) -> Answered:
+    def run(event: dict[str, Any], *, remaining: float = 300.0, settle: float = 0.0, validate: bool = True) -> Answered:
         url = response_server.new_response_url(event.get("LogicalResourceId", "response"))
         event = {**event, "ResponseURL": url}
         started = time.monotonic()

@@ -57,9 +57,16 @@ class Context:
 
 
 def props(users: list[str], concurrency: int = 4) -> dict[str, Any]:
-    return stringify({"ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:f", "StackName": "bench",
-                      "UserNames": users, "AuthenticationType": "USERPOOL", "SendEmailNotification": False,
-                      "MaxConcurrency": concurrency})
+    return stringify(
+        {
+            "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:f",
+            "StackName": "bench",
+            "UserNames": users,
+            "AuthenticationType": "USERPOOL",
+            "SendEmailNotification": False,
+            "MaxConcurrency": concurrency,
+        }
+    )
 
 
 def names(count: int, start: int = 0) -> list[str]:
@@ -74,13 +81,19 @@ def environment() -> Iterator[tuple[AppStreamServer, ResponseServer, Callable[..
         os.environ.update(cfn.ssl_env())
         import index  # noqa: PLC0415 - after the environment is set
 
-        def run(request_type: str, new: dict[str, Any], old: dict[str, Any] | None = None,
-                physical_id: str | None = None) -> dict[str, Any]:
+        def run(
+            request_type: str, new: dict[str, Any], old: dict[str, Any] | None = None, physical_id: str | None = None
+        ) -> dict[str, Any]:
             url = cfn.new_response_url("bench")
-            event: dict[str, Any] = {"RequestType": request_type, "ResponseURL": url, "StackId": STACK_ID,
-                                     "RequestId": str(uuid.uuid4()), "LogicalResourceId": "Associations",
-                                     "ResourceType": "Custom::AppStreamUserStackAssociation",
-                                     "ResourceProperties": new}
+            event: dict[str, Any] = {
+                "RequestType": request_type,
+                "ResponseURL": url,
+                "StackId": STACK_ID,
+                "RequestId": str(uuid.uuid4()),
+                "LogicalResourceId": "Associations",
+                "ResourceType": "Custom::AppStreamUserStackAssociation",
+                "ResourceProperties": new,
+            }
             if old is not None:
                 event["OldResourceProperties"] = old
             if physical_id is not None:
@@ -114,8 +127,13 @@ def bench_calls(appstream: AppStreamServer, run: Callable[..., dict[str, Any]]) 
         reset(appstream, users)
         answer = run("Create", props(users))
         batches, pages = count(appstream)
-        rows.append((f"Create {size:,} users", f"{batches} batch + {pages} Describe",
-                     f"floor {math.ceil(size / 25)} + {max(1, math.ceil(0 / 500))}; {answer['Status']}"))
+        rows.append(
+            (
+                f"Create {size:,} users",
+                f"{batches} batch + {pages} Describe",
+                f"floor {math.ceil(size / 25)} + {max(1, math.ceil(0 / 500))}; {answer['Status']}",
+            )
+        )
     users = names(1000)
     reset(appstream, names(1030))
     created = run("Create", props(users))
@@ -123,8 +141,13 @@ def bench_calls(appstream: AppStreamServer, run: Callable[..., dict[str, Any]]) 
     updated = names(980, start=20) + names(30, start=1000)  # removes 20, adds 30
     answer = run("Update", props(updated), old=props(users), physical_id=created["PhysicalResourceId"])
     batches, pages = count(appstream)
-    rows.append(("Update 1,000: +30 -20", f"{batches} batch + {pages} Describe",
-                 f"floor {math.ceil(30 / 25) + math.ceil(20 / 25)} + {math.ceil(1000 / 500)}; {answer['Status']}"))
+    rows.append(
+        (
+            "Update 1,000: +30 -20",
+            f"{batches} batch + {pages} Describe",
+            f"floor {math.ceil(30 / 25) + math.ceil(20 / 25)} + {math.ceil(1000 / 500)}; {answer['Status']}",
+        )
+    )
     return rows
 
 
@@ -138,8 +161,13 @@ def bench_parallel(appstream: AppStreamServer, run: Callable[..., dict[str, Any]
         started = time.perf_counter()
         answer = run("Create", props(users, concurrency))
         seconds = time.perf_counter() - started
-        rows.append((f"Create 1,000, 20 ms/call, pool {concurrency}", f"{seconds:.3f} s",
-                     f"{seconds / floor:.2f}x the sequential floor {floor:.2f} s; {answer['Status']}"))
+        rows.append(
+            (
+                f"Create 1,000, 20 ms/call, pool {concurrency}",
+                f"{seconds:.3f} s",
+                f"{seconds / floor:.2f}x the sequential floor {floor:.2f} s; {answer['Status']}",
+            )
+        )
     return rows
 
 
@@ -158,16 +186,22 @@ print(time.perf_counter() - t)
 
 
 def _child(code: str, env: dict[str, str], cwd: Path | None = None, stdin: str = "") -> str:
-    result = subprocess.run([sys.executable, "-I", "-c", code], env=env, cwd=cwd, input=stdin, text=True,
-                            capture_output=True, check=True)
+    result = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-I", "-c", code], env=env, cwd=cwd, input=stdin, text=True, capture_output=True, check=True
+    )
     return result.stdout
 
 
 def bench_cold_start(asset_dir: Path) -> list[Row]:
     from constructs_lib.testing.rehearsal import FunctionSpec, LambdaProcess  # noqa: PLC0415
 
-    base = {"PATH": os.environ.get("PATH", ""), "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x",
-            "AWS_SECRET_ACCESS_KEY": "x", "AWS_EC2_METADATA_DISABLED": "true"}
+    base = {
+        "PATH": os.environ.get("PATH", ""),
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
     floors, ours, helper_plain, helper_lean = [], [], [], []
     with AppStreamServer(AppStreamState()) as appstream, ResponseServer() as cfn:
         process = LambdaProcess(appstream, cfn)
@@ -175,14 +209,19 @@ def bench_cold_start(asset_dir: Path) -> list[Row]:
         for _ in range(7):
             reset(appstream, names(3))
             floors.append(float(_child(FLOOR_CODE, base)))
-            event = {"RequestType": "Create", "StackId": STACK_ID, "RequestId": str(uuid.uuid4()),
-                     "LogicalResourceId": "Associations", "ResourceType": "Custom::AppStreamUserStackAssociation",
-                     "ResourceProperties": props(names(3))}
+            event = {
+                "RequestType": "Create",
+                "StackId": STACK_ID,
+                "RequestId": str(uuid.uuid4()),
+                "LogicalResourceId": "Associations",
+                "ResourceType": "Custom::AppStreamUserStackAssociation",
+                "ResourceProperties": props(names(3)),
+            }
             invocation = process.invoke(function, event)
             if "init" not in invocation.timings:
                 raise RuntimeError(f"the function did not run: {invocation.logs[-2000:]}")
             ours.append(invocation.timings["init"] + invocation.timings["invoke"])
-            pre = "import sys; sys.path.insert(0, %r)" % str(asset_dir)
+            pre = f"import sys; sys.path.insert(0, {str(asset_dir)!r})"
             helper_plain.append(float(_child(HELPER_CODE.format(setup=pre + "; import boto3"), base)))
             lean = pre + "; import boto3; os.environ['AWS_SAM_LOCAL'] = 'true'"
             helper_lean.append(float(_child(HELPER_CODE.format(setup=lean), base)))
@@ -190,10 +229,16 @@ def bench_cold_start(asset_dir: Path) -> list[Row]:
     return [
         ("Floor: import boto3 + 1 client", f"{floor:.3f} s", "median of 7 fresh processes"),
         ("Create of 3 users, import to response", f"{mine:.3f} s", f"{mine / floor:.2f}x the floor (target 1.2x)"),
-        ("crhelper CfnResource() as shipped", f"{statistics.median(helper_plain):.3f} s",
-         "builds lambda, events and logs clients"),
-        ("crhelper CfnResource() as used here", f"{statistics.median(helper_lean):.3f} s",
-         "polling clients skipped (index.Helper)"),
+        (
+            "crhelper CfnResource() as shipped",
+            f"{statistics.median(helper_plain):.3f} s",
+            "builds lambda, events and logs clients",
+        ),
+        (
+            "crhelper CfnResource() as used here",
+            f"{statistics.median(helper_lean):.3f} s",
+            "polling clients skipped (index.Helper)",
+        ),
     ]
 
 
@@ -221,8 +266,14 @@ print(time.perf_counter() - t)
 def _synth(kind: str, users: int, shards: int = 1) -> tuple[dict[str, Any], int, float, Path]:
     out = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", SYNTH_CODE, str(out), kind, str(users), str(shards)], env=env, text=True,
-                            capture_output=True, check=False, cwd=ROOT)
+    result = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", SYNTH_CODE, str(out), kind, str(users), str(shards)],
+        env=env,
+        text=True,
+        capture_output=True,
+        check=False,
+        cwd=ROOT,
+    )
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-2000:])
     raw = (out / "Bench.template.json").read_bytes()
@@ -240,15 +291,30 @@ def bench_peers() -> tuple[list[Row], Path]:
     rows: list[Row] = []
     ours, ours_bytes, ours_seconds, out = _synth("construct", 1000)
     native, native_bytes, native_seconds, _ = _synth("native", 1000)
-    rows.append(("1,000 users, this construct", f"{len(ours['Resources'])} resources",
-                 f"{ours_bytes:,} B template, synth {ours_seconds:.1f} s"))
-    rows.append(("1,000 users, CfnStackUserAssociation", f"{len(native['Resources'])} resources",
-                 f"{native_bytes:,} B template, synth {native_seconds:.1f} s; over the 500 quota: "
-                 "CDK refuses it, CloudFormation would too"))
+    rows.append(
+        (
+            "1,000 users, this construct",
+            f"{len(ours['Resources'])} resources",
+            f"{ours_bytes:,} B template, synth {ours_seconds:.1f} s",
+        )
+    )
+    rows.append(
+        (
+            "1,000 users, CfnStackUserAssociation",
+            f"{len(native['Resources'])} resources",
+            f"{native_bytes:,} B template, synth {native_seconds:.1f} s; over the 500 quota: "
+            "CDK refuses it, CloudFormation would too",
+        )
+    )
     big, big_bytes, big_seconds, _ = _synth("construct", 5000, shards=4)
     shards, request = _largest_request(big)
-    rows.append(("5,000 users, this construct, shards=4", f"{shards} custom resources",
-                 f"largest Update request {request:,} B of 262,144; template {big_bytes:,} B, {big_seconds:.1f} s"))
+    rows.append(
+        (
+            "5,000 users, this construct, shards=4",
+            f"{shards} custom resources",
+            f"largest Update request {request:,} B of 262,144; template {big_bytes:,} B, {big_seconds:.1f} s",
+        )
+    )
     return rows, out
 
 
@@ -284,8 +350,10 @@ def main() -> None:
     print(f"|{'-' * (width[0] + 2)}|{'-' * (width[1] + 2)}|{'-' * (width[2] + 2)}|")
     for row in rows:
         print(f"| {row[0]:<{width[0]}} | {row[1]:<{width[1]}} | {row[2]:<{width[2]}} |")
-    print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"{platform.system()} {platform.release()}; bench took {time.perf_counter() - started:.0f} s")
+    print(
+        f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}; bench took {time.perf_counter() - started:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,16 @@ def test_create_answers_the_full_crhelper_response_body(appstream, invoke) -> No
 
     answer = invoke(event)
 
-    assert set(answer.body) == {"Status", "PhysicalResourceId", "StackId", "RequestId", "LogicalResourceId",
-                                "Reason", "Data", "NoEcho"}
+    assert set(answer.body) == {
+        "Status",
+        "PhysicalResourceId",
+        "StackId",
+        "RequestId",
+        "LogicalResourceId",
+        "Reason",
+        "Data",
+        "NoEcho",
+    }
     assert answer.body["StackId"] == event["StackId"]
     assert answer.body["RequestId"] == event["RequestId"]
     assert answer.body["LogicalResourceId"] == "Associations"
@@ -147,8 +155,9 @@ def test_persistent_internal_errors_fail_naming_internal_error_after_bounded_ret
 def test_a_modelled_exception_fails_the_batch_and_undoes_the_rest(appstream, invoke) -> None:
     names = users(30)
     seed(appstream, stacks=["demo"], users=names)
-    appstream.faults.fail_with("OperationNotPermittedException", operation=BATCH_ASSOCIATE,
-                               message="fleet is domain-joined")
+    appstream.faults.fail_with(
+        "OperationNotPermittedException", operation=BATCH_ASSOCIATE, message="fleet is domain-joined"
+    )
 
     answer = invoke(cfn_event("Create", properties("demo", names, concurrency=1)))
 
@@ -165,8 +174,14 @@ def test_update_in_place_adds_and_removes_only_the_difference(appstream, invoke)
     created = invoke(cfn_event("Create", properties("demo", ["a@x.com", "b@x.com"])))
     appstream.reset_calls()
 
-    answer = invoke(cfn_event("Update", properties("demo", ["b@x.com", "c@x.com"]),
-                              old=properties("demo", ["a@x.com", "b@x.com"]), physical_id=created.physical_id))
+    answer = invoke(
+        cfn_event(
+            "Update",
+            properties("demo", ["b@x.com", "c@x.com"]),
+            old=properties("demo", ["a@x.com", "b@x.com"]),
+            physical_id=created.physical_id,
+        )
+    )
 
     assert answer.status == "SUCCESS"
     assert answer.physical_id == created.physical_id, "a different id would make CloudFormation replace it"
@@ -182,8 +197,14 @@ def test_update_of_send_email_notification_alone_calls_nothing(appstream, invoke
     created = invoke(cfn_event("Create", properties("demo", ["a@x.com"])))
     appstream.reset_calls()
 
-    answer = invoke(cfn_event("Update", properties("demo", ["a@x.com"], email=True, concurrency=8),
-                              old=properties("demo", ["a@x.com"]), physical_id=created.physical_id))
+    answer = invoke(
+        cfn_event(
+            "Update",
+            properties("demo", ["a@x.com"], email=True, concurrency=8),
+            old=properties("demo", ["a@x.com"]),
+            physical_id=created.physical_id,
+        )
+    )
 
     assert answer.status == "SUCCESS"
     assert appstream.calls == ()
@@ -193,8 +214,14 @@ def test_update_that_renames_the_stack_moves_every_user(appstream, invoke) -> No
     seed(appstream, stacks=["old", "new"], users=["a@x.com", "b@x.com"])
     created = invoke(cfn_event("Create", properties("old", ["a@x.com", "b@x.com"])))
 
-    answer = invoke(cfn_event("Update", properties("new", ["a@x.com", "b@x.com"]),
-                              old=properties("old", ["a@x.com", "b@x.com"]), physical_id=created.physical_id))
+    answer = invoke(
+        cfn_event(
+            "Update",
+            properties("new", ["a@x.com", "b@x.com"]),
+            old=properties("old", ["a@x.com", "b@x.com"]),
+            physical_id=created.physical_id,
+        )
+    )
 
     assert answer.status == "SUCCESS"
     assert appstream.state.associations() == assoc("new", ["a@x.com", "b@x.com"])
@@ -225,8 +252,14 @@ def test_failed_removal_in_an_update_restores_the_added_and_removed(appstream, i
     before = appstream.state.associations()
     appstream.faults.internal_error("a@x.com", attempts=None, operation=BATCH_DISASSOCIATE)
 
-    answer = invoke(cfn_event("Update", properties("demo", ["c@x.com"]),
-                              old=properties("demo", ["a@x.com", "b@x.com"]), physical_id=created.physical_id))
+    answer = invoke(
+        cfn_event(
+            "Update",
+            properties("demo", ["c@x.com"]),
+            old=properties("demo", ["a@x.com", "b@x.com"]),
+            physical_id=created.physical_id,
+        )
+    )
 
     assert answer.status == "FAILED"
     assert answer.reason.startswith("1 of 3 associations could not be removed (INTERNAL_ERROR)")
@@ -235,8 +268,9 @@ def test_failed_removal_in_an_update_restores_the_added_and_removed(appstream, i
 
 def test_update_with_malformed_old_properties_converges_without_removing(appstream, invoke) -> None:
     seed(appstream, stacks=["demo"], users=["a@x.com", "b@x.com"], associated={"demo": ["a@x.com"]})
-    answer = invoke(cfn_event("Update", properties("demo", ["b@x.com"]), old={"StackName": 5},
-                              physical_id=CREATED_PREFIX + "x"))
+    answer = invoke(
+        cfn_event("Update", properties("demo", ["b@x.com"]), old={"StackName": 5}, physical_id=CREATED_PREFIX + "x")
+    )
     assert answer.status == "SUCCESS"
     assert appstream.state.associations() == assoc("demo", ["a@x.com", "b@x.com"])
 
@@ -260,8 +294,9 @@ def test_delete_disassociates_everything_it_declares(appstream, invoke) -> None:
 def test_delete_does_not_sleep_minutes_before_answering(appstream, invoke) -> None:
     seed(appstream, stacks=["demo"], users=["a@x.com"])
     created = invoke(cfn_event("Create", properties("demo", ["a@x.com"])))
-    answer = invoke(cfn_event("Delete", properties("demo", ["a@x.com"]), physical_id=created.physical_id),
-                    remaining=900.0)
+    answer = invoke(
+        cfn_event("Delete", properties("demo", ["a@x.com"]), physical_id=created.physical_id), remaining=900.0
+    )
     assert answer.status == "SUCCESS"
     assert answer.seconds < 60, "crhelper's sleep_on_delete (120 s by default) must be off"
 
@@ -298,8 +333,7 @@ def test_rollback_delete_after_a_failed_create_calls_nothing(appstream, invoke) 
     failed = invoke(cfn_event("Create", properties("demo", ["a@x.com", "ghost@x.com"])))
     appstream.reset_calls()
 
-    answer = invoke(cfn_event("Delete", properties("demo", ["a@x.com", "ghost@x.com"]),
-                              physical_id=failed.physical_id))
+    answer = invoke(cfn_event("Delete", properties("demo", ["a@x.com", "ghost@x.com"]), physical_id=failed.physical_id))
 
     assert answer.status == "SUCCESS"
     assert appstream.calls == ()
@@ -323,21 +357,40 @@ def test_delete_with_persistent_errors_fails_and_restores(appstream, invoke) -> 
 MALFORMED = {
     "no properties": (None, "expected a map"),
     "missing StackName": ({"UserNames": ["a@x.com"], "AuthenticationType": "USERPOOL"}, "StackName is missing"),
-    "stack name with slash": ({"StackName": "a/b", "UserNames": ["a@x.com"], "AuthenticationType": "USERPOOL"},
-                              "'a/b' is not an AppStream stack name"),
-    "users not a list": ({"StackName": "demo", "UserNames": "a@x.com,b@x.com", "AuthenticationType": "USERPOOL"},
-                         "UserNames must be a list"),
+    "stack name with slash": (
+        {"StackName": "a/b", "UserNames": ["a@x.com"], "AuthenticationType": "USERPOOL"},
+        "'a/b' is not an AppStream stack name",
+    ),
+    "users not a list": (
+        {"StackName": "demo", "UserNames": "a@x.com,b@x.com", "AuthenticationType": "USERPOOL"},
+        "UserNames must be a list",
+    ),
     "empty users": ({"StackName": "demo", "UserNames": [], "AuthenticationType": "USERPOOL"}, "UserNames is empty"),
-    "user with space": ({"StackName": "demo", "UserNames": ["a b@x.com"], "AuthenticationType": "USERPOOL"},
-                        "UserNames[0] 'a b@x.com' is not a user name"),
-    "duplicate user": ({"StackName": "demo", "UserNames": ["a@x.com", "a@x.com"], "AuthenticationType": "USERPOOL"},
-                       "duplicates: 'a@x.com'"),
-    "unknown auth": ({"StackName": "demo", "UserNames": ["a@x.com"], "AuthenticationType": "LDAP"},
-                     "AuthenticationType must be one of"),
-    "bad bool": ({"StackName": "demo", "UserNames": ["a@x.com"], "AuthenticationType": "USERPOOL",
-                  "SendEmailNotification": "yes"}, "SendEmailNotification must be 'true' or 'false'"),
-    "bad concurrency": ({"StackName": "demo", "UserNames": ["a@x.com"], "AuthenticationType": "USERPOOL",
-                         "MaxConcurrency": "0"}, "MaxConcurrency must be a whole number 1-16"),
+    "user with space": (
+        {"StackName": "demo", "UserNames": ["a b@x.com"], "AuthenticationType": "USERPOOL"},
+        "UserNames[0] 'a b@x.com' is not a user name",
+    ),
+    "duplicate user": (
+        {"StackName": "demo", "UserNames": ["a@x.com", "a@x.com"], "AuthenticationType": "USERPOOL"},
+        "duplicates: 'a@x.com'",
+    ),
+    "unknown auth": (
+        {"StackName": "demo", "UserNames": ["a@x.com"], "AuthenticationType": "LDAP"},
+        "AuthenticationType must be one of",
+    ),
+    "bad bool": (
+        {
+            "StackName": "demo",
+            "UserNames": ["a@x.com"],
+            "AuthenticationType": "USERPOOL",
+            "SendEmailNotification": "yes",
+        },
+        "SendEmailNotification must be 'true' or 'false'",
+    ),
+    "bad concurrency": (
+        {"StackName": "demo", "UserNames": ["a@x.com"], "AuthenticationType": "USERPOOL", "MaxConcurrency": "0"},
+        "MaxConcurrency must be a whole number 1-16",
+    ),
 }
 
 
@@ -395,14 +448,16 @@ def test_logs_hold_counts_but_no_user_names_and_no_response_url(appstream, invok
     seed(appstream, stacks=["demo"], users=secret_users)
 
     created = invoke(cfn_event("Create", properties("demo", secret_users)))
-    failed = invoke(cfn_event("Create", properties("demo", [*secret_users, "ghost.secret@example.com"]),
-                              logical_id="Other"))
+    failed = invoke(
+        cfn_event("Create", properties("demo", [*secret_users, "ghost.secret@example.com"]), logical_id="Other")
+    )
     invoke(cfn_event("Delete", properties("demo", secret_users), physical_id=created.physical_id))
 
     assert failed.status == "FAILED"
     text = caplog.text
     assert "secret@example.com" not in text
-    assert "cfn-response" not in text and "X-Amz-Signature" not in text
+    assert "cfn-response" not in text
+    assert "X-Amz-Signature" not in text
     assert "2 to associate" in text
 
 
