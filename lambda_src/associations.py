@@ -59,95 +59,70 @@ def is_created_id(value: object) -> bool:
     return isinstance(value, str) and value.startswith(PHYSICAL_ID_PREFIX)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What an event asks for: associations to make exist and to remove, and the ids to answer with."""
+
+    verb: str
+    desired: DesiredState
+    add: frozenset[Association]
+    remove: frozenset[Association]
+    success_id: str
+    failure_id: str
+
+
 def handle_event(
     event: Mapping[str, Any], client: Any, remaining_seconds: float, *, item_retry: ItemRetry | None = None
 ) -> Answer:
     """Carry out one Create, Update or Delete event against AppStream and say how it went."""
-    request_type = event.get("RequestType")
-    budget = Budget.from_remaining(remaining_seconds)
-    if request_type == "Create":
-        fallback = failed_create_id(event)
-        try:
-            desired = parse_properties(event.get("ResourceProperties"))
-        except MalformedProperties as error:
-            return _malformed(error, fallback)
-        result = _transition(
-            client,
-            desired,
-            add=desired.associations,
-            remove=frozenset(),
-            budget=budget,
-            item_retry=item_retry,
-            verb="Create",
-        )
-        return Answer(SUCCESS, physical_id(event)) if result is None else Answer(FAILED, fallback, result)
+    plan = _plan(event)
+    if isinstance(plan, Answer):
+        return plan
+    reason = _transition(client, plan, Budget.from_remaining(remaining_seconds), item_retry)
+    return Answer(SUCCESS, plan.success_id) if reason is None else Answer(FAILED, plan.failure_id, reason)
 
-    current_id = str(event.get("PhysicalResourceId") or physical_id(event))
-    if request_type == "Update":
-        try:
-            desired = parse_properties(event.get("ResourceProperties"))
-        except MalformedProperties as error:
-            return _malformed(error, current_id)
-        try:
-            previous: frozenset[Association] = parse_properties(
-                event.get("OldResourceProperties"), "OldResourceProperties"
-            ).associations
-        except MalformedProperties:
-            # Nothing can be said about what the old properties declared; remove nothing.
-            logger.warning("OldResourceProperties malformed: converging on the new properties without removals")
-            previous = frozenset()
+
+def _plan(event: Mapping[str, Any]) -> _Plan | Answer:
+    """Read the event; return the plan, or the answer when no AppStream call is needed."""
+    request_type = event.get("RequestType")
+    if request_type == "Create":
+        success_id, failure_id = physical_id(event), failed_create_id(event)
+    else:
+        success_id = failure_id = str(event.get("PhysicalResourceId") or physical_id(event))
+    if request_type not in ("Create", "Update", "Delete"):
+        return Answer(FAILED, failure_id, clip(f"Unknown RequestType {str(request_type)[:40]!r}", MAX_REASON))
+    if request_type == "Delete" and not is_created_id(event.get("PhysicalResourceId")):
+        logger.info("Delete: physical id was not handed out by a successful Create; no AppStream call")
+        return Answer(SUCCESS, success_id)
+    try:
+        desired = parse_properties(event.get("ResourceProperties"))
+    except MalformedProperties as error:
+        logger.error("%s malformed (%d problems); no AppStream call", error.field, len(error.problems))
+        return Answer(FAILED, failure_id, clip(str(error), MAX_REASON))
+    add, remove = desired.associations, frozenset[Association]()
+    if request_type == "Delete":
+        add, remove = remove, add
+    elif request_type == "Update":
+        previous = _previous_associations(event)
         if previous == desired.associations:
             logger.info("Update: the associations are unchanged (%d); no AppStream call", len(previous))
-            return Answer(SUCCESS, current_id)
-        result = _transition(
-            client,
-            desired,
-            add=desired.associations,
-            remove=previous - desired.associations,
-            budget=budget,
-            item_retry=item_retry,
-            verb="Update",
-        )
-        return Answer(SUCCESS, current_id) if result is None else Answer(FAILED, current_id, result)
-
-    if request_type == "Delete":
-        if not is_created_id(event.get("PhysicalResourceId")):
-            logger.info("Delete: physical id was not handed out by a successful Create; no AppStream call")
-            return Answer(SUCCESS, current_id)
-        try:
-            desired = parse_properties(event.get("ResourceProperties"))
-        except MalformedProperties as error:
-            return _malformed(error, current_id)
-        result = _transition(
-            client,
-            desired,
-            add=frozenset(),
-            remove=desired.associations,
-            budget=budget,
-            item_retry=item_retry,
-            verb="Delete",
-        )
-        return Answer(SUCCESS, current_id) if result is None else Answer(FAILED, current_id, result)
-
-    return Answer(FAILED, current_id, clip(f"Unknown RequestType {str(request_type)[:40]!r}", MAX_REASON))
+            return Answer(SUCCESS, success_id)
+        remove = previous - desired.associations
+    return _Plan(str(request_type), desired, add, remove, success_id, failure_id)
 
 
-def _malformed(error: MalformedProperties, physical_resource_id: str) -> Answer:
-    logger.error("%s malformed (%d problems); no AppStream call", error.field, len(error.problems))
-    return Answer(FAILED, physical_resource_id, clip(str(error), MAX_REASON))
+def _previous_associations(event: Mapping[str, Any]) -> frozenset[Association]:
+    try:
+        return parse_properties(event.get("OldResourceProperties"), "OldResourceProperties").associations
+    except MalformedProperties:
+        # Nothing can be said about what the old properties declared; remove nothing.
+        logger.warning("OldResourceProperties malformed: converging on the new properties without removals")
+        return frozenset()
 
 
-def _transition(
-    client: Any,
-    desired: DesiredState,
-    *,
-    add: frozenset[Association],
-    remove: frozenset[Association],
-    budget: Budget,
-    item_retry: ItemRetry | None,
-    verb: str,
-) -> str | None:
-    """Make ``add`` exist and ``remove`` not exist; on failure undo; return a reason or None."""
+def _transition(client: Any, plan: _Plan, budget: Budget, item_retry: ItemRetry | None) -> str | None:
+    """Make ``plan.add`` exist and ``plan.remove`` not; on failure undo; return a reason or None."""
+    verb, desired, add, remove = plan.verb, plan.desired, plan.add, plan.remove
     stacks = {item.stack_name for item in add | remove}
     with AppStreamRunner(client, max_concurrency=desired.max_concurrency, item_retry=item_retry) as runner:
         try:
