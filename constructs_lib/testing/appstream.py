@@ -40,10 +40,12 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, cast
+
+from constructs_lib.testing._loopback import LoopbackHTTPServer, serve_in_thread, stop_serving
 
 __all__ = [
     "AUTHENTICATION_TYPES",
@@ -828,39 +830,12 @@ def _abort(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
-class _LoopbackServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer on 127.0.0.1 that is quiet and can close live connections."""
-
-    daemon_threads = True
+class _LoopbackServer(LoopbackHTTPServer):
+    """The fake's HTTP server; requests go to its :class:`AppStreamServer` ``owner``."""
 
     def __init__(self, owner: AppStreamServer) -> None:
         self.owner = owner
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Track the connection so :meth:`close_connections` can end it."""
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        """Forget the connection, then close it."""
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Shut down every open connection (wakes threads blocked on keep-alive reads)."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Stay quiet: clients resetting connections is expected in fault tests."""
+        super().__init__(_Handler)
 
 
 class AppStreamServer:
@@ -888,13 +863,7 @@ class AppStreamServer:
             raise RuntimeError("AppStreamServer is already running")
         self._stopping.clear()
         self._httpd = _LoopbackServer(self)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.01},
-            name=f"appstream-fake-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        self._thread = serve_in_thread(self._httpd, f"appstream-fake-{self.port}")
         return self
 
     def stop(self) -> None:
@@ -903,10 +872,7 @@ class AppStreamServer:
         if httpd is None or thread is None:
             return
         self._stopping.set()
-        httpd.shutdown()
-        httpd.close_connections()
-        httpd.server_close()
-        thread.join(timeout=5)
+        stop_serving(httpd, thread)
         self._httpd = self._thread = None
 
     def __enter__(self) -> AppStreamServer:

@@ -31,11 +31,13 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, cast
 from urllib.parse import quote, urlsplit
+
+from constructs_lib.testing._loopback import LoopbackHTTPServer, serve_in_thread, stop_serving
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
@@ -254,17 +256,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
 
-class _TLSServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer on 127.0.0.1 doing the TLS handshake in each request thread."""
-
-    daemon_threads = True
+class _TLSServer(LoopbackHTTPServer):
+    """Loopback server doing the TLS handshake in each request thread."""
 
     def __init__(self, owner: ResponseServer, context: ssl.SSLContext) -> None:
         self.owner = owner
         self.tls_errors: list[str] = []
-        self._connections: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
@@ -279,29 +277,6 @@ class _TLSServer(ThreadingHTTPServer):
                 self.tls_errors.append(f"{client_address}: {error}")
             return
         super().finish_request(request, client_address)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Track the connection so :meth:`close_connections` can end it."""
-        with self._lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        """Forget the connection, then close it."""
-        with self._lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Shut down every open connection (wakes threads blocked on reads)."""
-        with self._lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Stay quiet: clients giving up on delayed responses is expected."""
 
 
 def _s3_error(code: str, message: str) -> bytes:
@@ -358,13 +333,7 @@ class ResponseServer:
         ca.cert_pem.write_to_path(str(self._tempdir / "ca.pem"))
         self._stopping.clear()
         self._httpd = _TLSServer(self, context)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.01},
-            name=f"cfn-response-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        self._thread = serve_in_thread(self._httpd, f"cfn-response-{self.port}")
         return self
 
     def stop(self) -> None:
@@ -372,10 +341,7 @@ class ResponseServer:
         httpd, thread = self._httpd, self._thread
         if httpd is not None and thread is not None:
             self._stopping.set()
-            httpd.shutdown()
-            httpd.close_connections()
-            httpd.server_close()
-            thread.join(timeout=5)
+            stop_serving(httpd, thread)
         self._httpd = self._thread = None
         if self._tempdir is not None:
             shutil.rmtree(self._tempdir, ignore_errors=True)
