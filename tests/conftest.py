@@ -54,13 +54,7 @@ def lambda_environment(appstream_server: AppStreamServer, response_server: Respo
 @pytest.fixture
 def appstream(appstream_server: AppStreamServer, lambda_environment: None) -> AppStreamServer:
     """The local AppStream, emptied, with no faults and an empty call log."""
-    state = appstream_server.state
-    for stack in state.stacks():
-        state.remove_stack(stack)
-    for user in state.users():
-        state.remove_user(*user)
-    appstream_server.faults.clear()
-    appstream_server.reset_calls()
+    appstream_server.reset()
     return appstream_server
 
 

@@ -105,14 +105,10 @@ def environment() -> Iterator[tuple[AppStreamServer, ResponseServer, Callable[..
 
 
 def reset(appstream: AppStreamServer, users: list[str]) -> None:
-    state = appstream.state
-    for stack in state.stacks():
-        state.remove_stack(stack)
-    state.add_stack("bench")
+    appstream.reset()
+    appstream.state.add_stack("bench")
     for user in users:
-        state.add_user(user)
-    appstream.faults.clear()
-    appstream.reset_calls()
+        appstream.state.add_user(user)
 
 
 def count(appstream: AppStreamServer) -> tuple[int, int]:

@@ -915,6 +915,15 @@ class AppStreamServer:
         """Forget the recorded requests."""
         self._log.clear()
 
+    def reset(self) -> None:
+        """Start afresh while running: no stacks, users or associations, no faults, no call log."""
+        for stack in self.state.stacks():
+            self.state.remove_stack(stack)
+        for user in self.state.users():
+            self.state.remove_user(*user)
+        self.faults.clear()
+        self.reset_calls()
+
     # request handling ----------------------------------------------------------
 
     def _handle(self, incoming: _Incoming) -> _Reply:

@@ -48,17 +48,6 @@ Assoc = tuple[str, str, str]
 # ------------------------------------------------------------------------------------ running
 
 
-def reset(server: AppStreamServer) -> None:
-    """Empty the fake between examples (what the ``appstream`` fixture does once per test)."""
-    state = server.state
-    for stack in state.stacks():
-        state.remove_stack(stack)
-    for user in state.users():
-        state.remove_user(*user)
-    server.faults.clear()
-    server.reset_calls()
-
-
 @dataclass
 class World:
     """What AppStream holds before an event."""
@@ -68,7 +57,7 @@ class World:
     associations: frozenset[Assoc] = frozenset()
 
     def install(self, server: AppStreamServer) -> None:
-        reset(server)
+        server.reset()
         for stack in self.stacks:
             server.state.add_stack(stack)
         for user in self.pool:

@@ -78,12 +78,7 @@ class Lifecycle(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        state = self.server.state
-        for stack in state.stacks():
-            state.remove_stack(stack)
-        for user in state.users():
-            state.remove_user(*user)
-        self.server.faults.clear()
+        self.server.reset()
         seed(self.server, stacks=list(STACKS), users=POOL)
         self.stacks = set(STACKS)
         self.pool = set(POOL)

@@ -603,3 +603,26 @@ def test_seeding_methods_validate() -> None:
         state.associate(STACK, ALICE)
     state.associate(STACK, "federated", "SAML")
     assert state.associations() == {(STACK, "federated", "SAML")}
+
+
+def test_reset_starts_afresh_while_running() -> None:
+    state = AppStreamState.from_seed(
+        {"stacks": ["s"], "users": [{"UserName": "a@x"}], "associations": [{"StackName": "s", "UserName": "a@x"}]}
+    )
+    with AppStreamServer(state) as server:
+        server.faults.throttle(2)
+        client = boto3.client(
+            "appstream",
+            region_name="us-east-1",
+            endpoint_url=server.endpoint_url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
+        )
+        with pytest.raises(ClientError):
+            client.describe_user_stack_associations(StackName="s")
+        server.reset()
+        assert server.calls == ()
+        assert server.faults.pending() == 0
+        assert (server.state.stacks(), server.state.users(), server.state.associations()) == (set(), set(), set())
+        assert client.describe_user_stack_associations(StackName="s")["UserStackAssociations"] == []
