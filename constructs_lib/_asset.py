@@ -144,12 +144,13 @@ def stage_asset(
     :param lambda_src: handler source tree. Default: :func:`default_lambda_src_dir`.
     :param crhelper_wheel: crhelper wheel to extract. Default: :func:`default_crhelper_wheel`.
     :param expected_wheel_sha256: sha256 the wheel must have. Default: the vendored wheel's.
-    :param staging_root: directory to stage into. Default: ``tempfile.gettempdir()``.
+    :param staging_root: directory to stage into. Default: this user's private directory in
+        ``tempfile.gettempdir()``.
     :raises AssetStagingError: if the sources are missing or the wheel's sha256 differs.
     """
     files = _read_handler_sources(lambda_src or default_lambda_src_dir())
     files.update(_read_crhelper(crhelper_wheel or default_crhelper_wheel(), expected_wheel_sha256))
-    root = staging_root or Path(tempfile.gettempdir())
+    root = staging_root or _private_staging_root()
     staged = root / f"{STAGING_PREFIX}{_digest(files)}"
     if _tree_matches(staged, files):
         return staged
@@ -173,6 +174,21 @@ def stage_asset(
     if not _tree_matches(staged, files):
         raise AssetStagingError(f"staged Lambda asset {str(staged)!r} does not hold the expected files")
     return staged
+
+
+def _private_staging_root() -> Path:
+    """This user's own staging directory under the temp dir (mode 0700, checked).
+
+    A directory every user can guess and write in would let another user on a shared build
+    host put files into the asset between the content check and CDK copying it.
+    """
+    owner = os.getuid() if hasattr(os, "getuid") else None
+    root = Path(tempfile.gettempdir()) / f"appstream-usa-{owner if owner is not None else 'user'}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    info = root.lstat()
+    if root.is_symlink() or (owner is not None and (info.st_uid != owner or info.st_mode & 0o077)):
+        raise AssetStagingError(f"{str(root)!r} is not a private directory of this user: remove it and synth again")
+    return root
 
 
 def has_handler_module(staged: Path) -> bool:

@@ -20,6 +20,7 @@ rejected with an error naming both associations, instead of being silently ignor
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
@@ -174,7 +175,6 @@ class AssociationProvider(Construct):
         """Path of the association that created the provider."""
         self.associations: list[UserStackAssociation] = []
         """Every association using this provider, in construction order."""
-        self._stack_names: set[str] = set()
         self._registered_users: dict[tuple[str, str, str], str] = {}
         self._finalized_warning = False
 
@@ -196,7 +196,7 @@ class AssociationProvider(Construct):
             description="Runs the AppStream user-stack association custom resource handler",
         )
 
-        self._batch_statement = iam.PolicyStatement(actions=list(BATCH_ACTIONS), resources=[])
+        self._stack_policies: dict[str, iam.Policy] = {}
         describe_statement = iam.PolicyStatement(
             # DescribeUserStackAssociations has no resource type: it can only be granted on "*".
             actions=[DESCRIBE_ACTION],
@@ -211,7 +211,7 @@ class AssociationProvider(Construct):
         self.policy = iam.Policy(
             self,
             "Policy",
-            statements=[self._batch_statement, describe_statement, logs_statement],
+            statements=[describe_statement, logs_statement],
             roles=[self.role],
         )
         self._acknowledge_describe_wildcard()
@@ -347,14 +347,34 @@ class AssociationProvider(Construct):
             for owner, users in clashes.items()
         ]
 
+    def stack_policy(self, stack_name: str, owner_path: str) -> iam.Policy:
+        """The policy allowing the batch actions on one AppStream stack, one per stack name.
+
+        One policy per literal name, with a construct id derived from the name, rather than one
+        policy listing every name: when an association's stack is renamed or the association
+        removed, the policy of the old name leaves the template, and CloudFormation deletes it
+        only after the custom resources that depend on it were updated or deleted, so
+        disassociating from the old stack is still allowed then. A name that is a token cannot
+        be read at construction: its policy is keyed on the association (``owner_path``).
+        """
+        key = f"path:{owner_path}" if is_unresolved(stack_name) else f"name:{stack_name}"
+        policy = self._stack_policies.get(key)
+        if policy is None:
+            digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12].upper()
+            arn = Stack.of(self).format_arn(service="appstream", resource="stack", resource_name=stack_name)
+            policy = iam.Policy(
+                self,
+                f"StackPolicy{digest}",
+                statements=[iam.PolicyStatement(actions=list(BATCH_ACTIONS), resources=[arn])],
+                roles=[self.role],
+            )
+            self._stack_policies[key] = policy
+        return policy
+
     def register(self, association: UserStackAssociation) -> None:
-        """Grant the batch actions on the association's stack and remember its users."""
+        """Remember the association and its users (for ordering, timeouts and conflicts)."""
         self.associations.append(association)
         stack_name = association.stack_name
-        if stack_name not in self._stack_names:
-            self._stack_names.add(stack_name)
-            arn = Stack.of(self).format_arn(service="appstream", resource="stack", resource_name=stack_name)
-            self._batch_statement.add_resources(arn)
         authentication_type = association.authentication_type
         if is_unresolved(stack_name) or is_unresolved(authentication_type):
             return

@@ -24,9 +24,10 @@ unchanged when a user is added, so that adding a user updates one shard only. A 
 
     service_timeout = min(2 * timeout + 120 s, 3600 s)
 
-covering one run, one retry by Lambda of a run that crashed before answering (Lambda retries
-failed asynchronous invocations), and two minutes for queuing and delivering the answer. A lost
-answer then fails the deployment in minutes instead of CloudFormation's default hour.
+covering the run with room to spare (the function's asynchronous invoke config allows no Lambda
+retry and at most 60 s in Lambda's queue, so no run starts after that), and two minutes for
+delivering the answer. A lost answer then fails the deployment in minutes instead of
+CloudFormation's default hour.
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ BASE_SECONDS = 60
 BATCH_SIZE = 25
 DESCRIBE_PAGE_SIZE = 500
 TIMEOUT_STEPS: tuple[int, ...] = (120, 180, 240, 300, 420, 600, 900)
-MIN_TIMEOUT_SECONDS = 30
-"""Smallest timeout accepted from the caller: less leaves the handler no time to work and answer."""
+MIN_TIMEOUT_SECONDS = 60
+"""Smallest timeout accepted from the caller. The handler keeps up to 10 s to answer, gives forward
+work half of the rest and starts no call with less than 13 s left in its half: below about 40 s
+it could not make a single call, so a Delete would fail; 60 s leaves room for a few rounds."""
 MAX_TIMEOUT_SECONDS = 900
 """Lambda's maximum."""
 SERVICE_TIMEOUT_MARGIN_SECONDS = 60
@@ -68,5 +71,5 @@ def function_timeout_seconds(needed: int) -> int:
 
 
 def default_service_timeout_seconds(function_timeout: int) -> int:
-    """``ServiceTimeout`` for a function timeout: one run, one retry, two minutes of margin."""
+    """``ServiceTimeout`` for a function timeout: twice the run, plus two minutes of margin."""
     return min(2 * function_timeout + 120, MAX_SERVICE_TIMEOUT_SECONDS)

@@ -201,7 +201,7 @@ class UserStackAssociation(Construct):
         self.role: iam.IRole = provider.role
         """The function's execution role (shared by the stack's associations)."""
         self.policy: iam.Policy = provider.policy
-        """The policy holding every permission of the function (shared by the stack's associations)."""
+        """The function's base policy: DescribeUserStackAssociations and its logs (shared)."""
         self.log_group: logs.LogGroup = provider.log_group
         """The function's log group (shared by the stack's associations)."""
 
@@ -211,6 +211,10 @@ class UserStackAssociation(Construct):
         """The shard number of each of :attr:`resources`."""
         self.shard_user_names: list[list[str]] = []
         """The user names of each of :attr:`resources`."""
+        stack_policy = provider.stack_policy(stack_name, self.node.path)
+        self.stack_policy: iam.Policy = stack_policy
+        """The policy allowing the batch actions on this association's AppStream stack."""
+        invoke_config = provider.function.node.try_find_child("EventInvokeConfig")
         by_shard: dict[int, CustomResource] = {}
         for number, users in enumerate(plan.shards):
             if not users:
@@ -236,9 +240,11 @@ class UserStackAssociation(Construct):
                 if service_timeout is not None
                 else Lazy.uncached_number(_ServiceTimeoutProducer(provider)),
             )
-            # On stack deletion CloudFormation must delete the association before the policy that
-            # allows BatchDisassociateUserStack; on creation the policy must exist first.
-            resource.node.add_dependency(provider.policy)
+            # The policies must exist before the association runs and outlive it: CloudFormation
+            # deletes (and, for a renamed stack, replaces) them only after the association is done.
+            resource.node.add_dependency(provider.policy, stack_policy)
+            if invoke_config is not None:  # no Lambda retries, even for the first Create and last Delete
+                resource.node.add_dependency(invoke_config)
             # A shard is created/updated after the shard it split from (see _sharding).
             for ancestor in _sharding.ancestors(number):
                 if ancestor in by_shard:

@@ -203,3 +203,11 @@ def test_synthesized_asset_directory_matches_the_staged_tree(tmp_path: Path) -> 
     asset_dir = Path(assembly.directory) / f"asset.{asset_hash}"
     assert tree(asset_dir) == tree(_asset.stage_asset())
     assert "crhelper/resource_helper.py" in tree(asset_dir)
+
+
+def test_the_default_staging_directory_is_private_to_the_user() -> None:
+    staged = _asset.stage_asset()
+    root = staged.parent
+    assert root.name == f"appstream-usa-{os.getuid()}"
+    assert root.stat().st_uid == os.getuid()
+    assert root.stat().st_mode & 0o077 == 0, "other users must not be able to write into the asset"

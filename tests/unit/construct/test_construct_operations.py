@@ -188,7 +188,7 @@ def test_a_service_timeout_shorter_than_the_function_fails_synthesis() -> None:
         ({"service_timeout": 600}, r"service_timeout must be a Duration .*got int 600"),
         (
             {"timeout": cdk.Duration.minutes(20)},
-            r"timeout is 1200 s; it must be a whole number of seconds from 30 to 900",
+            r"timeout is 1200 s; it must be a whole number of seconds from 60 to 900",
         ),
         ({"timeout": cdk.Duration.seconds(10)}, r"timeout is 10 s"),
         ({"runtime": lambda_.Runtime.NODEJS_22_X}, r"runtime nodejs22.x cannot run the handler: give a Python runtime"),

@@ -150,7 +150,9 @@ def test_associations_of_one_stack_share_one_function_role_and_policy(synth: Syn
     synth.template.resource_count_is(CUSTOM_TYPE, 4)
     synth.template.resource_count_is("AWS::Lambda::Function", 1)
     synth.template.resource_count_is("AWS::IAM::Role", 1)
-    synth.template.resource_count_is("AWS::IAM::Policy", 1)
+    # the base policy, and one batch policy per AppStream stack: literal-stack, the token, third-stack
+    synth.template.resource_count_is("AWS::IAM::Policy", 4)
+    assert synth.literal.stack_policy is synth.same_stack.stack_policy
     associations = [synth.literal, synth.tokenized, synth.same_stack, synth.token_users]
     assert all(a.function is synth.literal.function for a in associations)
     assert all(a.role is synth.literal.role for a in associations)
@@ -169,7 +171,7 @@ def test_two_stacks_get_separate_functions() -> None:
         template = Template.from_stack(stack)
         template.resource_count_is("AWS::Lambda::Function", 1)
         template.resource_count_is("AWS::IAM::Role", 1)
-        template.resource_count_is("AWS::IAM::Policy", 1)
+        template.resource_count_is("AWS::IAM::Policy", 2)
         function_id = only_logical_id(template, "AWS::Lambda::Function")
         template.has_resource_properties(
             CUSTOM_TYPE, {"StackName": name, "ServiceToken": {"Fn::GetAtt": [function_id, "Arn"]}}
@@ -185,37 +187,45 @@ def test_association_in_a_nested_construct_uses_the_stack_level_provider() -> No
     assert inner.function.node.path == f"Nested/{PROVIDER_ID}/Function"
 
 
-def batch_statement(template: Template) -> dict[str, Any]:
-    policies = resources_of_type(template, "AWS::IAM::Policy")
-    (policy,) = policies.values()
-    statements = policy["Properties"]["PolicyDocument"]["Statement"]
-    (batch,) = [s for s in statements if "appstream:BatchAssociateUserStack" in s["Action"]]
-    return batch  # type: ignore[no-any-return]
+def policy_statements(template: Template) -> dict[str, list[dict[str, Any]]]:
+    return {
+        logical_id: policy["Properties"]["PolicyDocument"]["Statement"]
+        for logical_id, policy in resources_of_type(template, "AWS::IAM::Policy").items()
+    }
+
+
+def batch_resources(template: Template) -> list[Any]:
+    """The resource of every batch statement, one policy each."""
+    found = []
+    for statements in policy_statements(template).values():
+        for statement in statements:
+            if "appstream:BatchAssociateUserStack" in statement["Action"]:
+                assert statements == [statement], "a batch policy holds nothing else"
+                assert statement["Effect"] == "Allow"
+                assert sorted(statement["Action"]) == [
+                    "appstream:BatchAssociateUserStack",
+                    "appstream:BatchDisassociateUserStack",
+                ]
+                found.append(statement["Resource"])
+    return found
 
 
 def test_policy_allows_batch_actions_only_on_the_named_stacks(synth: Synth) -> None:
     appstream_id = synth.stack.get_logical_id(synth.appstream_stack)
-    batch = batch_statement(synth.template)
-    assert batch["Effect"] == "Allow"
-    assert sorted(batch["Action"]) == ["appstream:BatchAssociateUserStack", "appstream:BatchDisassociateUserStack"]
     expected = [
         arn("literal-stack"),  # once, although two associations name it
         {"Fn::Join": ["", [arn(""), {"Ref": appstream_id}]]},
         arn("third-stack"),
     ]
-    # cdk.json's @aws-cdk/aws-iam:minimizePolicies sorts the list: compare without order.
-    assert sorted(map(json.dumps, batch["Resource"])) == sorted(map(json.dumps, expected))
+    assert sorted(map(json.dumps, batch_resources(synth.template))) == sorted(map(json.dumps, expected))
 
 
-def test_policy_grants_describe_on_star_and_logs_on_the_log_group_only(synth: Synth) -> None:
-    policy_id = only_logical_id(synth.template, "AWS::IAM::Policy")
+def test_base_policy_grants_describe_on_star_and_logs_on_the_log_group_only(synth: Synth) -> None:
     role_id = only_logical_id(synth.template, "AWS::IAM::Role")
     log_group_id = only_logical_id(synth.template, "AWS::Logs::LogGroup")
-    policy = resources_of_type(synth.template, "AWS::IAM::Policy")[policy_id]
-    statements = policy["Properties"]["PolicyDocument"]["Statement"]
-    batch = batch_statement(synth.template)
-    others = [s for s in statements if s != batch]
-    assert sorted(others, key=json.dumps) == [
+    base_id = synth.stack.get_logical_id(synth.literal.policy.node.default_child)  # type: ignore[arg-type]
+    base = resources_of_type(synth.template, "AWS::IAM::Policy")[base_id]
+    assert sorted(base["Properties"]["PolicyDocument"]["Statement"], key=json.dumps) == [
         {"Action": "appstream:DescribeUserStackAssociations", "Effect": "Allow", "Resource": "*"},
         {
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
@@ -223,18 +233,18 @@ def test_policy_grants_describe_on_star_and_logs_on_the_log_group_only(synth: Sy
             "Resource": {"Fn::GetAtt": [log_group_id, "Arn"]},
         },
     ]
-    assert "*" not in batch["Resource"]
-    assert policy["Properties"]["Roles"] == [{"Ref": role_id}]
+    for policy in resources_of_type(synth.template, "AWS::IAM::Policy").values():
+        assert policy["Properties"]["Roles"] == [{"Ref": role_id}]
+    assert "*" not in batch_resources(synth.template)
 
 
-def test_policy_resources_are_deduplicated_in_an_environment_agnostic_stack() -> None:
-    # No feature flags here (minimizePolicies off): registration order, each AppStream stack once.
+def test_one_batch_policy_per_stack_name_in_an_environment_agnostic_stack() -> None:
+    # No feature flags here (minimizePolicies off): each AppStream stack's ARN once.
     stack = cdk.Stack(cdk.App(), "Agnostic")
     name = cdk.CfnParameter(stack, "StackNameParam", type="String").value_as_string
     UserStackAssociation(stack, "A", stack_name=name, user_names=["a@example.com"])
     UserStackAssociation(stack, "B", stack_name="plain", user_names=["a@example.com"])
-    UserStackAssociation(stack, "C", stack_name=name, user_names=["c@example.com"])
-    UserStackAssociation(stack, "D", stack_name="plain", user_names=["d@example.com"])
+    UserStackAssociation(stack, "C", stack_name="plain", user_names=["d@example.com"])
     prefix = [
         "arn:",
         {"Ref": "AWS::Partition"},
@@ -243,10 +253,41 @@ def test_policy_resources_are_deduplicated_in_an_environment_agnostic_stack() ->
         ":",
         {"Ref": "AWS::AccountId"},
     ]
-    assert batch_statement(Template.from_stack(stack))["Resource"] == [
-        {"Fn::Join": ["", [*prefix, ":stack/", {"Ref": "StackNameParam"}]]},
-        {"Fn::Join": ["", [*prefix, ":stack/plain"]]},
-    ]
+    assert sorted(map(json.dumps, batch_resources(Template.from_stack(stack)))) == sorted(
+        map(
+            json.dumps,
+            [
+                {"Fn::Join": ["", [*prefix, ":stack/", {"Ref": "StackNameParam"}]]},
+                {"Fn::Join": ["", [*prefix, ":stack/plain"]]},
+            ],
+        )
+    )
+
+
+def test_renaming_the_stack_keeps_the_old_permission_until_cloudformation_cleans_up() -> None:
+    """The old name's policy is a resource of its own that leaves the template: CloudFormation
+    deletes it in the cleanup phase, after the Update that disassociates from the old stack."""
+
+    def template(stack_name: str) -> dict[str, Any]:
+        stack = new_stack()
+        UserStackAssociation(stack, "A", stack_name=stack_name, user_names=["a@example.com"])
+        return Template.from_stack(stack).to_json()  # type: ignore[no-any-return]
+
+    def batch_policy_of(resources: dict[str, Any], name: str) -> str:
+        (found,) = [
+            logical_id
+            for logical_id, resource in resources.items()
+            if resource["Type"] == "AWS::IAM::Policy"
+            and resource["Properties"]["PolicyDocument"]["Statement"][0]["Resource"] == arn(name)
+        ]
+        return found
+
+    before, after = template("old-name")["Resources"], template("new-name")["Resources"]
+    old_policy, new_policy = batch_policy_of(before, "old-name"), batch_policy_of(after, "new-name")
+    assert old_policy != new_policy
+    assert old_policy not in after  # deleted in the cleanup phase, not updated in place
+    (custom,) = [r for r in after.values() if r["Type"] == CUSTOM_TYPE]
+    assert new_policy in custom["DependsOn"]
 
 
 def test_role_trusts_lambda_and_has_no_other_permissions(synth: Synth) -> None:
@@ -262,11 +303,13 @@ def test_role_trusts_lambda_and_has_no_other_permissions(synth: Synth) -> None:
     }
 
 
-def test_custom_resources_depend_on_the_policy(synth: Synth) -> None:
-    policy_id = only_logical_id(synth.template, "AWS::IAM::Policy")
-    custom = resources_of_type(synth.template, CUSTOM_TYPE)
-    for logical_id, resource in custom.items():
-        assert policy_id in resource.get("DependsOn", []), logical_id
+def test_custom_resources_depend_on_their_policies_and_the_invoke_config(synth: Synth) -> None:
+    invoke_config = only_logical_id(synth.template, "AWS::Lambda::EventInvokeConfig")
+    for association in (synth.literal, synth.tokenized, synth.same_stack, synth.token_users):
+        base = synth.stack.get_logical_id(association.policy.node.default_child)  # type: ignore[arg-type]
+        batch = synth.stack.get_logical_id(association.stack_policy.node.default_child)  # type: ignore[arg-type]
+        resource = synth.template.to_json()["Resources"][synth.resource_id(association)]
+        assert {base, batch, invoke_config} <= set(resource["DependsOn"]), association.node.path
 
 
 def test_function_configuration(synth: Synth) -> None:
