@@ -14,9 +14,10 @@ import contextlib
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
-__all__ = ["LoopbackHTTPServer", "serve_in_thread", "stop_serving"]
+__all__ = ["LoopbackHTTPServer", "ServerContext", "serve_in_thread", "stop_serving"]
 
 
 class LoopbackHTTPServer(ThreadingHTTPServer):
@@ -76,3 +77,28 @@ def stop_serving(httpd: LoopbackHTTPServer, thread: threading.Thread) -> None:
     httpd.close_connections()
     httpd.server_close()
     thread.join(timeout=5)
+
+
+class ServerContext:
+    """``with Server(...) as server:`` for a class with ``start() -> Self`` and ``stop()``."""
+
+    def start(self) -> Self:
+        """Start serving; return ``self``."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop serving."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        """Start the server."""
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop the server."""
+        self.stop()

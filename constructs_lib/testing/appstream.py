@@ -42,10 +42,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, Literal, cast
 
-from constructs_lib.testing._loopback import LoopbackHTTPServer, serve_in_thread, stop_serving
+from constructs_lib.testing._loopback import LoopbackHTTPServer, ServerContext, serve_in_thread, stop_serving
 
 __all__ = [
     "AUTHENTICATION_TYPES",
@@ -838,7 +837,7 @@ class _LoopbackServer(LoopbackHTTPServer):
         super().__init__(_Handler)
 
 
-class AppStreamServer:
+class AppStreamServer(ServerContext):
     """The AppStream fake on ``http://127.0.0.1:<port>``, served by a daemon thread.
 
     Use as a context manager (``with AppStreamServer(state) as server:``) or call
@@ -874,19 +873,6 @@ class AppStreamServer:
         self._stopping.set()
         stop_serving(httpd, thread)
         self._httpd = self._thread = None
-
-    def __enter__(self) -> AppStreamServer:
-        """Start the server."""
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Stop the server."""
-        self.stop()
 
     @property
     def port(self) -> int:

@@ -33,11 +33,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, Literal, cast
 from urllib.parse import quote, urlsplit
 
-from constructs_lib.testing._loopback import LoopbackHTTPServer, serve_in_thread, stop_serving
+from constructs_lib.testing._loopback import LoopbackHTTPServer, ServerContext, serve_in_thread, stop_serving
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
@@ -299,7 +298,7 @@ def _presigned_query(key: str) -> str:
     )
 
 
-class ResponseServer:
+class ResponseServer(ServerContext):
     """HTTPS server on 127.0.0.1 recording custom-resource response PUTs.
 
     Use as a context manager (``with ResponseServer() as cfn:``) or call
@@ -346,19 +345,6 @@ class ResponseServer:
         if self._tempdir is not None:
             shutil.rmtree(self._tempdir, ignore_errors=True)
             self._tempdir = None
-
-    def __enter__(self) -> ResponseServer:
-        """Start the server."""
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Stop the server."""
-        self.stop()
 
     # addresses and trust -------------------------------------------------------
 
