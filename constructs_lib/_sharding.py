@@ -37,12 +37,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from constructs_lib._handler import rules
 from constructs_lib._tokens import is_unresolved
 
 SHARD_COUNTS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 """Allowed values of ``shards``."""
 
-LAMBDA_ASYNC_PAYLOAD_LIMIT = 262_144
+LAMBDA_ASYNC_PAYLOAD_LIMIT = rules.LAMBDA_ASYNC_PAYLOAD_LIMIT
 """Largest asynchronous Lambda payload (256 KiB): the whole CloudFormation request."""
 
 REQUEST_ALLOWANCE = 8_192
@@ -53,8 +54,7 @@ MAX_USER_NAMES_BYTES = 120_000
 """Largest serialized ``UserNames`` of one shard. Two of them (old and new) plus
 :data:`REQUEST_ALLOWANCE` stay under :data:`LAMBDA_ASYNC_PAYLOAD_LIMIT`."""
 
-USER_NAME_MAX_LENGTH = 128
-TOKEN_USER_NAME_BYTES = 2 + 6 * USER_NAME_MAX_LENGTH + 1
+TOKEN_USER_NAME_BYTES = 2 + 6 * rules.USER_NAME_MAX_LENGTH + 1
 """Worst case for a user name that is still a token: 128 characters, each escaped as ``\\uXXXX``."""
 
 assert 2 * MAX_USER_NAMES_BYTES + REQUEST_ALLOWANCE < LAMBDA_ASYNC_PAYLOAD_LIMIT

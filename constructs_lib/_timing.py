@@ -34,21 +34,23 @@ from __future__ import annotations
 
 import math
 
-CALL_SECONDS = 13
+from constructs_lib._handler import rules
+
+CALL_SECONDS = rules.CALL_SECONDS
 """Worst case of one AppStream call attempt (the handler's connect + read timeouts)."""
 BASE_SECONDS = 60
-BATCH_SIZE = 25
-DESCRIBE_PAGE_SIZE = 500
+BATCH_SIZE = rules.BATCH_LIMIT
+DESCRIBE_PAGE_SIZE = rules.DESCRIBE_PAGE_SIZE
 TIMEOUT_STEPS: tuple[int, ...] = (120, 180, 240, 300, 420, 600, 900)
 MIN_TIMEOUT_SECONDS = 60
 """Smallest timeout accepted from the caller. The handler keeps up to 10 s to answer, gives forward
 work half of the rest and starts no call with less than 13 s left in its half: below about 40 s
 it could not make a single call, so a Delete would fail; 60 s leaves room for a few rounds."""
-MAX_TIMEOUT_SECONDS = 900
+MAX_TIMEOUT_SECONDS = rules.LAMBDA_TIMEOUT_LIMIT
 """Lambda's maximum."""
 SERVICE_TIMEOUT_MARGIN_SECONDS = 60
 """A given ``service_timeout`` must exceed the function's timeout by at least this much."""
-MAX_SERVICE_TIMEOUT_SECONDS = 3600
+MAX_SERVICE_TIMEOUT_SECONDS = rules.SERVICE_TIMEOUT_LIMIT
 UNKNOWN_LIST_USERS = 1000
 
 

@@ -8,8 +8,6 @@ CDK tokens (``Token.is_unresolved``) cannot be checked at synth time and are ski
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
@@ -18,35 +16,15 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 
 from constructs_lib import _timing
+from constructs_lib._handler import rules
 from constructs_lib._sharding import SHARD_COUNTS
 from constructs_lib._tokens import is_unresolved
 
-AUTHENTICATION_TYPES: tuple[str, ...] = ("API", "SAML", "USERPOOL", "AWS_AD")
+AUTHENTICATION_TYPES: tuple[str, ...] = rules.AUTHENTICATION_TYPES
 """``AuthenticationType`` enum of the AppStream API."""
-
-STACK_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,100}$")
-"""``CreateStack.Name`` pattern of the AppStream API (1-101 characters, no ``/``)."""
 
 MIN_PYTHON = (3, 11)
 """Oldest Python runtime the handler supports."""
-
-USER_NAME_MIN_LENGTH = 1
-USER_NAME_MAX_LENGTH = 128
-
-MAX_CONCURRENCY_MIN = 1
-MAX_CONCURRENCY_MAX = 16
-
-# The API model's user name pattern is ``[\p{L}\p{M}\p{S}\p{N}\p{P}]+``: letters, marks,
-# symbols, numbers and punctuation only. Python's ``re`` has no ``\p{..}`` classes, so the
-# complement is rejected instead: whitespace (``\s``: spaces, tabs, line breaks, Unicode
-# separators) and the "other" categories that are not code points in use (control, format,
-# surrogate, private use). Unassigned code points (``Cn``) are *not* rejected: this Python's
-# Unicode database may be older than the service's, and a false rejection here would block
-# a valid user, whereas a false acceptance is still caught by the service.
-_WHITESPACE = re.compile(r"\s")
-_REJECTED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zs", "Zl", "Zp"})
-# Fast path: printable ASCII without space (what nearly every e-mail address is) is valid.
-_PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")
 
 
 class AssociationValidationError(ValueError):
@@ -71,33 +49,18 @@ def _short(values: Sequence[str], limit: int = 5) -> str:
 
 def user_name_problem(name: str) -> str | None:
     """Return why ``name`` is not a valid AppStream user name, or None when it is valid."""
-    if not USER_NAME_MIN_LENGTH <= len(name) <= USER_NAME_MAX_LENGTH:
-        return (
-            f"user name {name!r} is {len(name)} characters long; AppStream accepts "
-            f"{USER_NAME_MIN_LENGTH} to {USER_NAME_MAX_LENGTH} characters"
-        )
-    if _PRINTABLE_ASCII.fullmatch(name):
-        return None
-    bad = sorted({ch for ch in name if _WHITESPACE.match(ch) or unicodedata.category(ch) in _REJECTED_CATEGORIES})
-    if bad:
-        shown = ", ".join(f"U+{ord(ch):04X}" for ch in bad)
-        return (
-            f"user name {name!r} contains whitespace or control characters ({shown}); "
-            "AppStream user names are e-mail addresses made of letters, marks, symbols, "
-            "numbers and punctuation only: remove them (check for stray spaces or line breaks)"
-        )
-    return None
+    problem = rules.user_name_problem(name)
+    return None if problem is None else f"user name {name!r} {problem}"
 
 
 def _validate_stack_name(stack_name: object) -> list[str]:
     if not isinstance(stack_name, str):
         return [f"stack_name must be a string, got {type(stack_name).__name__} {stack_name!r}"]
-    if is_unresolved(stack_name) or STACK_NAME_PATTERN.match(stack_name):
+    if is_unresolved(stack_name) or rules.is_valid_stack_name(stack_name):
         return []
     return [
-        f"stack_name {stack_name!r} is not a valid AppStream stack name: it must match "
-        f"{STACK_NAME_PATTERN.pattern} (1-101 characters: letters, digits, '_', '.', '-', "
-        "starting with a letter or digit); give the stack's Name, not its ARN"
+        f"stack_name {stack_name!r} is not a valid AppStream stack name: it must be "
+        f"{rules.STACK_NAME_RULE} (the whole string: no spaces or line breaks); give the stack's Name, not its ARN"
     ]
 
 
@@ -161,11 +124,14 @@ def _validate_max_concurrency(max_concurrency: object) -> list[str]:
     if isinstance(max_concurrency, (int, float)) and not isinstance(max_concurrency, bool):
         if is_unresolved(max_concurrency):
             return []
-        if isinstance(max_concurrency, int) and MAX_CONCURRENCY_MIN <= max_concurrency <= MAX_CONCURRENCY_MAX:
+        if (
+            isinstance(max_concurrency, int)
+            and rules.MAX_CONCURRENCY_MIN <= max_concurrency <= rules.MAX_CONCURRENCY_MAX
+        ):
             return []
     return [
-        f"max_concurrency {max_concurrency!r} must be a whole number from {MAX_CONCURRENCY_MIN} "
-        f"to {MAX_CONCURRENCY_MAX} (parallel AppStream batch calls; 1 = one call at a time)"
+        f"max_concurrency {max_concurrency!r} must be a whole number from {rules.MAX_CONCURRENCY_MIN} "
+        f"to {rules.MAX_CONCURRENCY_MAX} (parallel AppStream batch calls; 1 = one call at a time)"
     ]
 
 

@@ -12,11 +12,12 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct, IValidation
 
 from constructs_lib import _sharding, _timing
+from constructs_lib._handler import rules
 from constructs_lib._provider import AssociationProvider, FunctionSettings
 from constructs_lib._tokens import is_unresolved
 from constructs_lib._validation import AssociationValidationError, sort_user_names, validate_association
 
-RESOURCE_TYPE = "Custom::AppStreamUserStackAssociation"
+RESOURCE_TYPE = rules.RESOURCE_TYPE
 """CloudFormation type of the custom resource."""
 
 

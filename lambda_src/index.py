@@ -21,9 +21,9 @@ import boto3
 from botocore.config import Config
 from crhelper import CfnResource
 
-from associations import FAILED, Answer, failed_create_id, handle_event
-from reasons import MAX_REASON, clip
-from responder import normalise_body, put_response
+from appstream_handler.associations import FAILED, Answer, failed_create_id, handle_event
+from appstream_handler.reasons import MAX_REASON, clip
+from appstream_handler.responder import normalise_body, put_response
 
 logger = logging.getLogger(__name__)
 

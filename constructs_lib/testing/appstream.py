@@ -44,6 +44,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Final, Literal, cast
 
+from constructs_lib._handler import rules
 from constructs_lib.testing._loopback import LoopbackHTTPServer, ServerContext, serve_in_thread, stop_serving
 
 __all__ = [
@@ -71,19 +72,17 @@ DESCRIBE_ASSOCIATIONS: Final = "DescribeUserStackAssociations"
 OPERATIONS: Final = frozenset({BATCH_ASSOCIATE, BATCH_DISASSOCIATE, DESCRIBE_ASSOCIATIONS})
 """The operations the fake implements; fault filters must name one of them."""
 
-AUTHENTICATION_TYPES: Final = frozenset({"API", "SAML", "USERPOOL", "AWS_AD"})
+AUTHENTICATION_TYPES: Final = frozenset(rules.AUTHENTICATION_TYPES)
 """The ``AuthenticationType`` enum of the service model."""
 
-MAX_BATCH_SIZE: Final = 25
+MAX_BATCH_SIZE: Final = rules.BATCH_LIMIT
 """Most items a batch call accepts (the model's ``max``; botocore does not enforce it)."""
 
-MAX_PAGE_SIZE: Final = 500
+MAX_PAGE_SIZE: Final = rules.DESCRIBE_PAGE_SIZE
 """Largest ``MaxResults``; also the page size when ``MaxResults`` is absent or 0."""
 
 _TARGET_PREFIX: Final = "PhotonAdminProxyService."
 _JSON_CONTENT_TYPE: Final = "application/x-amz-json-1.1"
-_STACK_NAME_RE: Final = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,100}")
-_USER_NAME_RE: Final = re.compile(r"[^\s]{1,128}")
 _SEED_KEYS: Final = frozenset({"stacks", "users", "associations"})
 _ITEM_KEYS: Final = frozenset({"StackName", "UserName", "AuthenticationType", "SendEmailNotification"})
 
@@ -116,14 +115,14 @@ class StateSnapshot:
 
 def _name_problem(kind: str, value: object) -> str | None:
     """Describe why ``value`` is not a valid stack or user name, or return None."""
-    pattern, rule = (
-        (_STACK_NAME_RE, "1-101 characters of [a-zA-Z0-9_.-], starting with a letter or digit")
-        if kind == "stack"
-        else (_USER_NAME_RE, "1-128 characters without whitespace")
-    )
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        return f"expected a {kind} name of {rule}, got {value!r}"
-    return None
+    if kind == "stack":
+        if not rules.is_valid_stack_name(value):
+            return f"expected a stack name of {rules.STACK_NAME_RULE}, got {value!r}"
+        return None
+    if not isinstance(value, str):
+        return f"expected a user name, got {value!r}"
+    problem = rules.user_name_problem(value)
+    return None if problem is None else f"user name {value!r} {problem}"
 
 
 def _auth_problem(value: object) -> str | None:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, cast
 from urllib.parse import quote, urlsplit
 
+from constructs_lib._handler import rules
 from constructs_lib.testing._loopback import LoopbackHTTPServer, ServerContext, serve_in_thread, stop_serving
 
 __all__ = [
@@ -46,10 +47,10 @@ __all__ = [
     "cfn_response_problems",
 ]
 
-MAX_RESPONSE_BYTES: Final = 4096
+MAX_RESPONSE_BYTES: Final = rules.RESPONSE_BODY_LIMIT
 """CloudFormation rejects a custom-resource response body larger than this."""
 
-_MAX_PHYSICAL_ID_BYTES: Final = 1024
+_MAX_PHYSICAL_ID_BYTES: Final = rules.PHYSICAL_ID_LIMIT
 _PATH_PREFIX: Final = "/cfn-response/"
 _HANDSHAKE_TIMEOUT: Final = 10.0
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from constructs_lib._handler import rules
 from constructs_lib.testing import _bootstrap
 from constructs_lib.testing.appstream import AppStreamServer
 from constructs_lib.testing.cloudformation import ResponseServer
@@ -56,7 +57,7 @@ __all__ = [
     "write_event",
 ]
 
-RESOURCE_TYPE = "Custom::AppStreamUserStackAssociation"
+RESOURCE_TYPE = rules.RESOURCE_TYPE
 STACK_RESOURCE_TYPE = "AWS::CloudFormation::Stack"
 ACCOUNT = "123456789012"
 DEFAULT_SERVICE_TIMEOUT = 3600.0

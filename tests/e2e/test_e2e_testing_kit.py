@@ -74,7 +74,7 @@ def test_the_asset_holds_the_handler_and_crhelper_and_nothing_of_the_testing_kit
     [template] = read_assembly(assemblies[INITIAL.name])
     asset = template.associations[0].function.asset_dir
     files = {path.relative_to(asset).as_posix() for path in asset.rglob("*") if path.is_file()}
-    handler_files = {path.name for path in (REPO / "lambda_src").glob("*.py")}
+    handler_files = {path.relative_to(REPO / "lambda_src").as_posix() for path in (REPO / "lambda_src").rglob("*.py")}
     wheel = REPO / "constructs_lib" / "_vendor" / "crhelper-2.0.12-py3-none-any.whl"
     with zipfile.ZipFile(wheel) as archive:
         crhelper_files = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from properties import Association, is_valid_user_name, parse_properties
-from reasons import MAX_REASON, failure_reason
+from appstream_handler.properties import Association, is_valid_user_name, parse_properties
+from appstream_handler.reasons import MAX_REASON, failure_reason
 
 CODES = st.sampled_from(
     [

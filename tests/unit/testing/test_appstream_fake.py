@@ -573,7 +573,7 @@ def test_seed_errors_are_collected() -> None:
     problems = raised.value.problems
     assert problems[0] == "unknown key 'extra' (expected stacks, users, associations)"
     assert any(p.startswith("stacks[1]: expected a stack name") for p in problems)
-    assert any(p.startswith("users[0].UserName: expected a user name") for p in problems)
+    assert any(p.startswith("users[0].UserName: user name") for p in problems)
     assert any(p.startswith("users[1].AuthenticationType: expected one of") for p in problems)
     assert any("stack 'missing' is not listed in stacks" in p for p in problems)
     assert any(f"user {CAROL!r} is not listed in users" in p for p in problems)

@@ -21,16 +21,17 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deadline import Deadline
-from properties import Association
+from . import rules
+from .deadline import Deadline
+from .properties import Association
 
 logger = logging.getLogger(__name__)
 
-BATCH_LIMIT = 25  # UserStackAssociations: 1 to 25 items a call
-DESCRIBE_PAGE_SIZE = 500  # DescribeUserStackAssociations MaxResults: 0 to 500
-RETRYABLE_ITEM_CODES = frozenset({"INTERNAL_ERROR"})
+BATCH_LIMIT = rules.BATCH_LIMIT
+DESCRIBE_PAGE_SIZE = rules.DESCRIBE_PAGE_SIZE
+RETRYABLE_ITEM_CODES = rules.RETRYABLE_ITEM_CODES
 # On disassociation these mean there is nothing left to remove.
-GONE_ITEM_CODES = frozenset({"STACK_NOT_FOUND", "USER_NAME_NOT_FOUND"})
+GONE_ITEM_CODES = rules.NOT_FOUND_ITEM_CODES
 TIME_RAN_OUT = "TIME_RAN_OUT"
 # Error codes botocore's standard retry mode retries (throttling and transient ones).
 RETRIED_ERROR_CODES = frozenset(
@@ -51,7 +52,7 @@ RETRIED_ERROR_CODES = frozenset(
 )
 # Do not start a call, or let botocore retry one, with less time than this left: one attempt
 # (connect + read timeout) plus the longest backoff botocore's standard mode sleeps.
-CALL_HEADROOM = 3.0 + 10.0
+CALL_HEADROOM = float(rules.CALL_SECONDS)
 RETRY_HEADROOM = CALL_HEADROOM + 20.0
 
 

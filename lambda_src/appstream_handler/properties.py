@@ -8,21 +8,15 @@ raises :class:`MalformedProperties` listing every problem found.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-AUTHENTICATION_TYPES = ("API", "AWS_AD", "SAML", "USERPOOL")
-STACK_NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,100}")
-USER_NAME_MAX_LENGTH = 128
-DEFAULT_MAX_CONCURRENCY = 4
-MAX_CONCURRENCY_LIMIT = 16
-# Unicode general categories the API's pattern [\p{L}\p{M}\p{S}\p{N}\p{P}]+ admits.
-_USER_NAME_CATEGORIES = frozenset("LMSNP")
+from . import rules
+from .rules import AUTHENTICATION_TYPES, DEFAULT_MAX_CONCURRENCY, is_valid_stack_name, is_valid_user_name
+
 _MAX_SHOWN_PROBLEMS = 3
-_MAX_MESSAGE = 255
+_MAX_MESSAGE = rules.REASON_LIMIT
 
 
 class Association(NamedTuple):
@@ -62,13 +56,6 @@ class MalformedProperties(ValueError):
         super().__init__(prefix + "; ".join(_clip(problem, each) for problem in shown) + more)
 
 
-def is_valid_user_name(name: str) -> bool:
-    """True when ``name`` matches the API's ``[\\p{L}\\p{M}\\p{S}\\p{N}\\p{P}]+``, 1-128 chars."""
-    if not 1 <= len(name) <= USER_NAME_MAX_LENGTH:
-        return False
-    return all(unicodedata.category(char)[0] in _USER_NAME_CATEGORIES for char in name)
-
-
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
 
@@ -92,8 +79,8 @@ def _parse_concurrency(value: object, problems: list[str]) -> int:
         number = value
     elif isinstance(value, str) and value.isascii() and value.isdigit():
         number = int(value)
-    if number is None or not 1 <= number <= MAX_CONCURRENCY_LIMIT:
-        problems.append(f"MaxConcurrency must be a whole number 1-{MAX_CONCURRENCY_LIMIT}, got {_show(value)}")
+    if number is None or not rules.MAX_CONCURRENCY_MIN <= number <= rules.MAX_CONCURRENCY_MAX:
+        problems.append(f"MaxConcurrency must be a whole number 1-{rules.MAX_CONCURRENCY_MAX}, got {_show(value)}")
         return DEFAULT_MAX_CONCURRENCY
     return number
 
@@ -115,7 +102,7 @@ def _parse_users(value: object, problems: list[str]) -> tuple[str, ...]:
             problems.append(f"UserNames[{index}] must be a string, got {type(user).__name__}")
         elif not is_valid_user_name(user):
             problems.append(
-                f"UserNames[{index}] {_show(user)} is not a user name (1-{USER_NAME_MAX_LENGTH} chars, no spaces)"
+                f"UserNames[{index}] {_show(user)} is not a user name (1-{rules.USER_NAME_MAX_LENGTH} chars, no spaces)"
             )
         elif user in seen:
             duplicates.append(user)
@@ -138,8 +125,8 @@ def parse_properties(raw: object, field: str = "ResourceProperties") -> DesiredS
     stack_name = raw.get("StackName")
     if stack_name is None:
         problems.append("StackName is missing")
-    elif not isinstance(stack_name, str) or not STACK_NAME_PATTERN.fullmatch(stack_name):
-        problems.append(f"StackName {_show(stack_name)} is not an AppStream stack name (1-101 of a-z A-Z 0-9 _ . -)")
+    elif not is_valid_stack_name(stack_name):
+        problems.append(f"StackName {_show(stack_name)} is not an AppStream stack name ({rules.STACK_NAME_RULE})")
 
     users = _parse_users(raw.get("UserNames"), problems)
 

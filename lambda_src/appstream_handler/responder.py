@@ -19,13 +19,15 @@ from http.client import HTTPSConnection
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from . import rules
+
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
 ATTEMPT_TIMEOUT = 5.0
 MIN_ATTEMPT_TIMEOUT = 1.0
-MAX_BODY_BYTES = 4096
-MAX_ID_BYTES = 1024
+MAX_BODY_BYTES = rules.RESPONSE_BODY_LIMIT
+MAX_ID_BYTES = rules.PHYSICAL_ID_LIMIT
 RETRYABLE_CLIENT_STATUSES = frozenset({408, 429})
 
 

@@ -6,11 +6,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# crhelper's own timer answers "Execution timed out" (with an empty id) 0.5 s before the end.
-CRHELPER_TIMER_LEAD = 0.5
-# Time kept back for sending the response (bounded retries in responder.py).
-MAX_ANSWER_RESERVE = 10.0
-ANSWER_RESERVE_FRACTION = 0.2
+from . import rules
+
+CRHELPER_TIMER_LEAD = rules.CRHELPER_TIMER_LEAD
+MAX_ANSWER_RESERVE = rules.MAX_ANSWER_RESERVE
+ANSWER_RESERVE_FRACTION = rules.ANSWER_RESERVE_FRACTION
 
 
 class Deadline:

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batches import AppStreamRunner, DescribeFailed, ItemRetry, Operation, Outcome
-from deadline import Budget
-from properties import Association, DesiredState, MalformedProperties, parse_properties
-from reasons import MAX_REASON, clip, failure_reason
+from .batches import AppStreamRunner, DescribeFailed, ItemRetry, Operation, Outcome
+from .deadline import Budget
+from .properties import Association, DesiredState, MalformedProperties, parse_properties
+from .reasons import MAX_REASON, clip, failure_reason
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-from properties import Association
+from . import rules
+from .properties import Association
 
-MAX_REASON = 255
+MAX_REASON = rules.REASON_LIMIT
 _MAX_NAME = 40
 
 
