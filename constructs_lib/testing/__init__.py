@@ -67,7 +67,7 @@ from constructs_lib.testing.appstream import (
     User,
     client_env,
 )
-from constructs_lib.testing.cloudformation import (
+from constructs_lib.testing.response_server import (
     MAX_RESPONSE_BYTES,
     ResponseAttempt,
     ResponseFaults,

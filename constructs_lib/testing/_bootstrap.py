@@ -81,22 +81,36 @@ class AssetOnlyFinder(importlib.abc.MetaPathFinder):
 
 
 class LambdaContext:
-    """The parts of Lambda's context object that handlers use."""
+    """The parts of Lambda's context object that handlers use.
 
-    def __init__(self, function_name: str, timeout: float, memory_mb: int, request_id: str) -> None:
-        self._deadline = time.monotonic() + timeout
+    ``get_remaining_time_in_millis`` counts down from ``timeout`` seconds on ``clock`` (a
+    monotonic clock in seconds; tests pass a fake one). This is the one Lambda context of the
+    repository: the child process uses it, and :mod:`constructs_lib.testing.events` exports it.
+    """
+
+    def __init__(
+        self,
+        function_name: str = "AssociationsHandler",
+        timeout: float = 300.0,
+        memory_mb: int = 256,
+        request_id: str | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
+        self._deadline = clock() + timeout
         region = os.environ.get("AWS_REGION", "us-east-1")
         self.function_name = function_name
         self.function_version = "$LATEST"
         self.memory_limit_in_mb = memory_mb
         self.invoked_function_arn = f"arn:aws:lambda:{region}:123456789012:function:{function_name}"
-        self.aws_request_id = request_id
+        self.aws_request_id = request_id or str(uuid.uuid4())
         self.log_group_name = f"/aws/lambda/{function_name}"
         self.log_stream_name = "rehearsal"
 
     def get_remaining_time_in_millis(self) -> int:
         """Milliseconds until the function's timeout."""
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
+        return max(0, int((self._deadline - self._clock()) * 1000))
 
 
 class _RequestIdFilter(logging.Filter):

@@ -35,7 +35,7 @@ from typing import Any, Protocol, TextIO
 from constructs_lib._handler import rules
 from constructs_lib.testing import _bootstrap
 from constructs_lib.testing.appstream import AppStreamServer
-from constructs_lib.testing.cloudformation import ResponseServer
+from constructs_lib.testing.response_server import ResponseServer
 
 __all__ = [
     "ACCOUNT",
