@@ -67,13 +67,6 @@ from constructs_lib.testing.appstream import (
     User,
     client_env,
 )
-from constructs_lib.testing.response_server import (
-    MAX_RESPONSE_BYTES,
-    ResponseAttempt,
-    ResponseFaults,
-    ResponseServer,
-    cfn_response_problems,
-)
 from constructs_lib.testing.rehearsal import (
     AssociationResource,
     FunctionSpec,
@@ -89,6 +82,13 @@ from constructs_lib.testing.rehearsal import (
     stringify,
     summarise_users,
     write_event,
+)
+from constructs_lib.testing.response_server import (
+    MAX_RESPONSE_BYTES,
+    ResponseAttempt,
+    ResponseFaults,
+    ResponseServer,
+    cfn_response_problems,
 )
 
 __all__ = [

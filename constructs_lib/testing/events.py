@@ -17,8 +17,8 @@ from constructs_lib.testing._bootstrap import LambdaContext
 
 __all__ = [
     "ACCOUNT",
-    "DEFAULT_STACK_ID",
     "DEFAULT_SERVICE_TOKEN",
+    "DEFAULT_STACK_ID",
     "LambdaContext",
     "association_properties",
     "cloudformation_event",
