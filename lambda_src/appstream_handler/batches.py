@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from . import rules
 from .deadline import Deadline
-from .properties import Association
+from .model import Association
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ RETRIED_ERROR_CODES = frozenset(
 # (connect + read timeout) plus the longest backoff botocore's standard mode sleeps.
 CALL_HEADROOM = float(rules.CALL_SECONDS)
 RETRY_HEADROOM = CALL_HEADROOM + 20.0
+NOT_FOUND_BASE_DELAY = 0.5
+NOT_FOUND_MAX_DELAY = 5.0
 
 
 class Operation(Enum):
@@ -173,8 +175,18 @@ class AppStreamRunner:
 
     _HOOK_ID = "appstream-user-stack-association-deadline"
 
-    def __init__(self, client: Any, *, max_concurrency: int, item_retry: ItemRetry | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        max_concurrency: int,
+        item_retry: ItemRetry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._client = client
+        self._clock = clock
+        self._sleep = sleep
         self._max_concurrency = max(1, max_concurrency)
         self._item_retry = item_retry or ItemRetry()
         self._deadline: Deadline | None = None
@@ -235,27 +247,47 @@ class AppStreamRunner:
         if not batches:
             return outcome
         if self._max_concurrency == 1 or len(batches) == 1:
-            results = [self._run_batch(operation, batch, send_email, deadline) for batch in batches]
+            results = [self.run_batch(operation, batch, send_email=send_email, deadline=deadline) for batch in batches]
         else:
             workers = min(self._max_concurrency, len(batches))
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="appstream-batch") as pool:
-                results = list(pool.map(lambda b: self._run_batch(operation, b, send_email, deadline), batches))
+                results = list(
+                    pool.map(lambda b: self.run_batch(operation, b, send_email=send_email, deadline=deadline), batches)
+                )
         for result in results:
             outcome.merge(result)
         return outcome
 
-    def _run_batch(
-        self, operation: Operation, batch: list[Association], send_email: bool | None, deadline: Deadline
+    def run_batch(
+        self,
+        operation: Operation,
+        batch: Sequence[Association],
+        *,
+        send_email: bool | None,
+        deadline: Deadline,
+        window_end: float | None = None,
     ) -> Outcome:
+        """One batch call of at most 25 items, with its item retries; every item ends in one bucket.
+
+        ``INTERNAL_ERROR`` items are tried again up to :attr:`ItemRetry.attempts` times. On
+        association, ``USER_NAME_NOT_FOUND`` / ``STACK_NOT_FOUND`` items are tried again for up to
+        :data:`rules.NOT_FOUND_WINDOW` seconds (AppStream's eventual consistency right after a
+        user or stack was created), never past ``deadline`` or ``window_end`` (monotonic seconds).
+        """
+        self._deadline = deadline
         outcome = Outcome()
-        pending = batch
+        pending = list(batch)
         method = getattr(self._client, operation.value)
-        for attempt in range(self._item_retry.attempts):
-            if deadline.expired(CALL_HEADROOM):
+        internal_errors = 0
+        first_not_found: float | None = None
+        attempt = 0
+        last: dict[Association, str] = {}
+        while True:
+            if deadline.expired(CALL_HEADROOM) or (window_end is not None and self._clock() > window_end):
                 if attempt == 0:
                     outcome.not_started.update(pending)
                 else:
-                    outcome.failed.update(dict.fromkeys(pending, "INTERNAL_ERROR"))
+                    outcome.failed.update({item: last.get(item, "INTERNAL_ERROR") for item in pending})
                 return outcome
             try:
                 self._count(operation.name)
@@ -273,19 +305,37 @@ class AppStreamRunner:
             except BotoCoreError as error:
                 outcome.unknown.update(dict.fromkeys(pending, type(error).__name__))
                 return outcome
-            pending = self._sort_items(operation, pending, response.get("errors") or [], outcome)
+            attempt += 1
+            retry, not_found = self._sort_items(operation, pending, response.get("errors") or [], outcome)
+            now = self._clock()
+            if not_found and first_not_found is None:
+                first_not_found = now
+            if not_found and now - (first_not_found or now) >= rules.NOT_FOUND_WINDOW:
+                outcome.failed.update(not_found)
+                not_found = {}
+            if retry:
+                internal_errors += 1
+                if internal_errors >= self._item_retry.attempts:
+                    outcome.failed.update(dict.fromkeys(retry, "INTERNAL_ERROR"))
+                    retry = []
+            pending = [*retry, *not_found]
+            last = {**dict.fromkeys(retry, "INTERNAL_ERROR"), **not_found}
             if not pending:
                 return outcome
-            if attempt + 1 < self._item_retry.attempts:
-                time.sleep(min(self._item_retry.delay(attempt), max(0.0, deadline.remaining() - CALL_HEADROOM)))
-        outcome.failed.update(dict.fromkeys(pending, "INTERNAL_ERROR"))
-        return outcome
+            delay = self._item_retry.delay(min(attempt - 1, 8))
+            if not_found and not retry:
+                delay = min(NOT_FOUND_MAX_DELAY, NOT_FOUND_BASE_DELAY * 2.0 ** min(attempt - 1, 6))
+            room = deadline.remaining() - CALL_HEADROOM
+            if room <= 0:
+                outcome.failed.update({item: last.get(item, "INTERNAL_ERROR") for item in pending})
+                return outcome
+            self._sleep(min(delay, room))
 
     @staticmethod
     def _sort_items(
         operation: Operation, sent: list[Association], errors: list[Mapping[str, Any]], outcome: Outcome
-    ) -> list[Association]:
-        """File each sent item into ``outcome``; return the ones to try again."""
+    ) -> tuple[list[Association], dict[Association, str]]:
+        """File each sent item into ``outcome``; return the ones to retry (INTERNAL_ERROR, not found yet)."""
         codes: dict[Association, str] = {}
         unmatched = False
         for error in errors:
@@ -297,6 +347,7 @@ class AppStreamRunner:
             else:
                 unmatched = True
         retry: list[Association] = []
+        not_found: dict[Association, str] = {}
         for item in sent:
             item_code = codes.get(item)
             if item_code is None:
@@ -306,8 +357,11 @@ class AppStreamRunner:
                     outcome.applied.add(item)
             elif item_code in RETRYABLE_ITEM_CODES:
                 retry.append(item)
-            elif operation is Operation.DISASSOCIATE and item_code in GONE_ITEM_CODES:
-                outcome.gone.add(item)
+            elif item_code in GONE_ITEM_CODES:
+                if operation is Operation.DISASSOCIATE:
+                    outcome.gone.add(item)
+                else:
+                    not_found[item] = item_code
             else:
                 outcome.failed[item] = item_code
-        return retry
+        return retry, not_found

@@ -10,21 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from . import rules
+from .model import Association
 from .rules import AUTHENTICATION_TYPES, DEFAULT_MAX_CONCURRENCY, is_valid_stack_name, is_valid_user_name
 
+EXISTING_ADOPT = "adopt"
+EXISTING_KEEP = "keep"
+EXISTING_POLICIES = (EXISTING_ADOPT, EXISTING_KEEP)
+"""``ExistingAssociations``: what becomes of an association that existed before it was declared."""
 _MAX_SHOWN_PROBLEMS = 3
 _MAX_MESSAGE = rules.REASON_LIMIT
-
-
-class Association(NamedTuple):
-    """One AppStream user-stack association, the unit every call and diff works on."""
-
-    stack_name: str
-    user_name: str
-    authentication_type: str
 
 
 @dataclass(frozen=True)
@@ -36,6 +32,12 @@ class DesiredState:
     authentication_type: str
     send_email_notification: bool
     max_concurrency: int
+    keep_existing: bool = False
+    """``ExistingAssociations: keep``: associations that existed before they were declared are
+    never removed by this resource (default ``adopt``: they are managed like the others once a
+    deployment that declares them has succeeded)."""
+    path: str = ""
+    """``ConstructPath``: the construct's path in the CDK app, for reports."""
 
     @property
     def associations(self) -> frozenset[Association]:
@@ -138,9 +140,16 @@ def parse_properties(raw: object, field: str = "ResourceProperties") -> DesiredS
 
     send_email = _parse_bool(raw.get("SendEmailNotification", "false"), "SendEmailNotification", problems)
     concurrency = _parse_concurrency(raw.get("MaxConcurrency", str(DEFAULT_MAX_CONCURRENCY)), problems)
+    existing = raw.get("ExistingAssociations", EXISTING_ADOPT)
+    if existing not in EXISTING_POLICIES:
+        problems.append(f"ExistingAssociations must be {' or '.join(EXISTING_POLICIES)}, got {_show(existing)}")
+    path = raw.get("ConstructPath", "")
+    if not isinstance(path, str):
+        problems.append(f"ConstructPath must be a string, got {type(path).__name__}")
+        path = ""
 
     if problems:
         raise MalformedProperties(field, problems)
     assert isinstance(stack_name, str)
     assert isinstance(auth, str)
-    return DesiredState(stack_name, users, auth, send_email, concurrency)
+    return DesiredState(stack_name, users, auth, send_email, concurrency, existing == EXISTING_KEEP, path[:1024])

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from . import rules
-from .properties import Association
+from .model import Association
 
 MAX_REASON = rules.REASON_LIMIT
 _MAX_NAME = 40

@@ -1,0 +1,341 @@
+"""Carrying out a plan: per batch, a conditional state write, then the AppStream call.
+
+Every AppStream call is preceded by the state write that records it, in one DynamoDB transaction
+with the resource's hold: a crash between the two leaves a record of what may have happened, and
+an event that has been taken over (a rollback Delete while its cancelled Create still runs) fails
+its next write and stops. A withdrawal is written in two steps: the association is marked as
+being withdrawn before the call, and its claim dropped after it (in the next transaction, or the
+event's last write); a failed call keeps the claim, so a later event finds it.
+
+When a write finds a record changed since it was read (another resource or stack claimed or
+dropped the same association), the record is read again and the association decided again.
+When anything fails, :meth:`Executor.undo` puts back what the event changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import rules
+from .batches import TIME_RAN_OUT, AppStreamRunner, Operation, Outcome
+from .deadline import Deadline
+from .decide import Call, Change, Context, decide_one
+from .model import Association, AssociationRecord, declared_by_others
+from .store import Conflicts, Owner, StateStore, StoreError, Superseded, change_action, lock_action, unlock_action
+
+logger = logging.getLogger(__name__)
+
+BATCH_WINDOW = 2.0 * rules.CALL_SECONDS + 4.0
+"""Seconds one batch call may take, retries included; recorded as the resource's ``busy_until``
+(and an association's ``wd_until``), so an event that takes the resource over, or wants to
+claim an association being withdrawn, knows how long to wait for a call that may be in flight."""
+CONFLICT_ATTEMPTS = 6
+WRITE_LIMIT = 99
+"""Association writes per transaction (one more action is the resource's hold)."""
+
+
+@dataclass
+class Result:
+    """What became of a plan."""
+
+    done: list[Change] = field(default_factory=list)
+    """Changes written and, where they needed a call, carried out in AppStream."""
+    problems: dict[Association, str] = field(default_factory=dict)
+    messages: dict[str, str] = field(default_factory=dict)
+    superseded: bool = False
+    store_error: StoreError | None = None
+    calls_needed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.problems or self.superseded or self.store_error)
+
+
+@dataclass(frozen=True)
+class _Unlock:
+    change: Change
+    version: int
+    withdrawn: bool
+
+
+class Executor:
+    """Runs one event's changes for one owner (the resource whose hold every write carries)."""
+
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        owner: Owner,
+        runner: AppStreamRunner,
+        send_email: bool,
+        max_concurrency: int = 1,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._store = store
+        self._owner = owner
+        self._runner = runner
+        self._send_email = send_email
+        self._concurrency = max(1, max_concurrency)
+        self._clock = clock
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._unlocks: list[_Unlock] = []
+        self._stopped = False
+
+    # -- public ---------------------------------------------------------------------------
+
+    def run(self, changes: Sequence[Change], context: Context, deadline: Deadline) -> Result:
+        """Write and carry out ``changes``; stop at the first failure (the caller undoes)."""
+        result = Result(calls_needed=sum(1 for change in changes if change.call is not Call.NONE))
+        self._stopped = False
+        quiet = [change for change in changes if change.call is Call.NONE]
+        for start in range(0, len(quiet), WRITE_LIMIT):
+            self._batch(quiet[start : start + WRITE_LIMIT], context, deadline, result)
+            if not result.ok:
+                return result
+        loud = [change for change in changes if change.call is not Call.NONE]
+        batches = [loud[start : start + rules.BATCH_LIMIT] for start in range(0, len(loud), rules.BATCH_LIMIT)]
+        if self._concurrency == 1 or len(batches) <= 1:
+            for batch in batches:
+                self._batch(batch, context, deadline, result)
+                if not result.ok:
+                    break
+        else:
+            with ThreadPoolExecutor(max_workers=min(self._concurrency, len(batches))) as pool:
+                list(pool.map(lambda batch: self._batch(batch, context, deadline, result), batches))
+        return result
+
+    def pending_unlocks(self) -> list[dict[str, Any]]:
+        """The trailing writes of finished withdrawals, for the event's last write (then forgotten)."""
+        with self._lock:
+            unlocks, self._unlocks = self._unlocks, []
+        now = self._clock()
+        return [
+            unlock_action(self._store.table, item.change, item.version, withdrawn=item.withdrawn, now=now)
+            for item in unlocks
+        ]
+
+    def flush(self, deadline: Deadline) -> None:
+        """Write trailing unlocks that do not fit in the event's last write (more than 98 of them)."""
+        while True:
+            with self._lock:
+                if len(self._unlocks) <= WRITE_LIMIT - 1:
+                    return
+                chunk, self._unlocks = self._unlocks[:WRITE_LIMIT], self._unlocks[WRITE_LIMIT:]
+            now = self._clock()
+            actions = [
+                unlock_action(self._store.table, u.change, u.version, withdrawn=u.withdrawn, now=now) for u in chunk
+            ]
+            self._store.write(self._owner, actions, busy_until=now, stacks=())
+
+    def undo(self, result: Result, context: Context, deadline: Deadline) -> Result:
+        """Put back what ``result.done`` changed; return how that went."""
+        done = list(result.done)
+        if not done:
+            return Result()
+        try:
+            self._unlocks_to_store(deadline)
+            fresh = self._store.reload(sorted({change.association for change in done}))
+        except (StoreError, Superseded, Conflicts) as error:
+            failed = Result(problems={change.association: _label(error) for change in done})
+            failed.store_error = error if isinstance(error, StoreError) else StoreError(_label(error))
+            return failed
+        inverses: list[Change] = []
+        for change in reversed(done):
+            record = fresh.get(change.association) or AssociationRecord(change.association)
+            inverse = _inverse(change, record, context)
+            if inverse is not None:
+                inverses.append(inverse)
+                fresh[change.association] = record  # one inverse per association per pass
+        undo_context = replace(context, present=frozenset())
+        return self.run(inverses, undo_context, deadline)
+
+    # -- batches ----------------------------------------------------------------------------
+
+    def _batch(self, batch: list[Change], context: Context, deadline: Deadline, result: Result) -> None:
+        if not batch or self._stopped:
+            return
+        batch = self._after_withdrawals(batch, context)
+        for attempt in range(CONFLICT_ATTEMPTS):
+            if not batch:
+                return
+            if deadline.expired(rules.CALL_SECONDS):
+                with self._lock:
+                    result.problems.update(dict.fromkeys((change.association for change in batch), TIME_RAN_OUT))
+                return
+            now = self._clock()
+            actions = [
+                lock_action(self._store.table, change, now + BATCH_WINDOW)
+                if change.call is Call.DISASSOCIATE
+                else change_action(self._store.table, change, now)
+                for change in batch
+            ]
+            trailing = self._take_unlocks(WRITE_LIMIT - len(actions))
+            try:
+                self._store.write(
+                    self._owner,
+                    actions + [action for action, _ in trailing],
+                    busy_until=now + BATCH_WINDOW,
+                    stacks={change.association.stack_name for change in batch},
+                )
+            except Superseded:
+                self._give_back(trailing)
+                self._stopped = True
+                with self._lock:
+                    result.superseded = True
+                return
+            except StoreError as error:
+                self._give_back(trailing)
+                self._stopped = True
+                with self._lock:
+                    result.store_error = error
+                return
+            except Conflicts as conflict:
+                self._give_back(trailing)
+                batch = self._redecide(batch, conflict, context)
+                self._sleep(min(0.05 * 2**attempt, 1.0))
+                continue
+            break
+        else:
+            with self._lock:
+                result.problems.update(dict.fromkeys((change.association for change in batch), "STATE_CONFLICT"))
+            return
+        self._call(batch, deadline, result)
+
+    def _call(self, batch: list[Change], deadline: Deadline, result: Result) -> None:
+        calling = [change for change in batch if change.call is not Call.NONE]
+        if not calling:
+            with self._lock:
+                result.done.extend(batch)
+            return
+        operation = Operation.ASSOCIATE if calling[0].call is Call.ASSOCIATE else Operation.DISASSOCIATE
+        window_end = self._monotonic() + BATCH_WINDOW
+        outcome: Outcome = self._runner.run_batch(
+            operation,
+            [change.association for change in calling],
+            send_email=self._send_email if operation is Operation.ASSOCIATE else None,
+            deadline=deadline,
+            window_end=window_end,
+        )
+        reached = outcome.applied | outcome.gone
+        with self._lock:
+            result.messages.update({k: v for k, v in outcome.messages.items() if k not in result.messages})
+            for change in batch:
+                if change.call is Call.NONE or change.association in reached:
+                    result.done.append(change)
+                else:
+                    result.problems[change.association] = outcome.problems().get(change.association, "UNKNOWN")
+                if change.call is Call.DISASSOCIATE:
+                    self._unlocks.append(_Unlock(change, change.record.version + 1, change.association in reached))
+            if outcome.unknown:
+                # Some calls may or may not have landed: the undo re-reads AppStream.
+                result.done.extend(
+                    change for change in batch if change.association in outcome.unknown and change not in result.done
+                )
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _after_withdrawals(self, batch: list[Change], context: Context) -> list[Change]:
+        """Wait out withdrawals by other claimants in flight on these associations, then decide again."""
+        now = self._clock()
+        waiting = [
+            change
+            for change in batch
+            if change.record.withdrawing
+            and change.record.withdrawing != change.claimant.key
+            and change.record.withdraw_until > now
+            and change.claim is not None
+        ]
+        if not waiting:
+            return batch
+        until = max(change.record.withdraw_until for change in waiting)
+        self._sleep(max(0.0, min(BATCH_WINDOW, until - now)))
+        return self._redecide(batch, Conflicts([change.association for change in waiting]), context)
+
+    def _redecide(self, batch: list[Change], conflict: Conflicts, context: Context) -> list[Change]:
+        stale = [change.association for change in batch] if conflict.retry_all else list(conflict.associations)
+        fresh = self._store.reload(stale)
+        absent = frozenset(stale)
+        changed_context = replace(context, present=context.present - absent)
+        out: list[Change] = []
+        for change in batch:
+            if change.association not in stale:
+                out.append(change)
+                continue
+            record = fresh.get(change.association) or AssociationRecord(change.association)
+            if record.version == change.record.version and not conflict.retry_all:
+                out.append(change)
+                continue
+            for new in decide_one(change.association, record, changed_context):
+                if new.changes_claims or new.call is not Call.NONE:
+                    out.append(new)
+        # A re-decided change may need a different call than its batch: keep one kind per batch.
+        kinds = {change.call for change in out if change.call is not Call.NONE}
+        if len(kinds) > 1:
+            first = next(iter(sorted(kinds, key=lambda call: call.value)))
+            out = [change for change in out if change.call in (first, Call.NONE)]
+        return out
+
+    def _take_unlocks(self, room: int) -> list[tuple[dict[str, Any], _Unlock]]:
+        if room <= 0:
+            return []
+        with self._lock:
+            taken, self._unlocks = self._unlocks[:room], self._unlocks[room:]
+        now = self._clock()
+        return [
+            (unlock_action(self._store.table, item.change, item.version, withdrawn=item.withdrawn, now=now), item)
+            for item in taken
+        ]
+
+    def _give_back(self, trailing: Iterable[tuple[dict[str, Any], _Unlock]]) -> None:
+        with self._lock:
+            self._unlocks = [item for _, item in trailing] + self._unlocks
+
+    def _unlocks_to_store(self, deadline: Deadline) -> None:
+        actions = self.pending_unlocks()
+        for start in range(0, len(actions), WRITE_LIMIT):
+            self._store.write(self._owner, actions[start : start + WRITE_LIMIT], busy_until=self._clock(), stacks=())
+
+
+def _inverse(change: Change, record: AssociationRecord, context: Context) -> Change | None:
+    """The change that puts back one executed change, against the record as it is now."""
+    claimant = change.claimant
+    restore = change.before
+    if change.call is Call.ASSOCIATE:
+        others = declared_by_others(record, claimant, epochs=context.epochs, phase=context.phase)
+        call = Call.NONE if others or (restore is not None) else Call.DISASSOCIATE
+    elif change.call is Call.DISASSOCIATE:
+        call = Call.ASSOCIATE
+    else:
+        call = Call.NONE
+    now_claim = record.claim_of(claimant)
+    if now_claim == restore and call is Call.NONE:
+        return None
+    first = change.existed is not None and restore is None
+    return Change(
+        change.association,
+        claimant,
+        record,
+        restore,
+        call=call,
+        existed=change.record.existed if (change.last and restore is not None) else None,
+        adopted=bool(change.last and restore is not None and change.record.adopted),
+        last=first and not record.others(claimant),
+    )
+
+
+def _label(error: Exception) -> str:
+    if isinstance(error, StoreError):
+        return f"STATE_STORE_{error.label}"
+    if isinstance(error, Superseded):
+        return "SUPERSEDED"
+    return "STATE_CONFLICT"
