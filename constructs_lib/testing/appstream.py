@@ -22,6 +22,36 @@ Semantics chosen where AWS documents nothing (callers must be correct either way
 * An invalid ``NextToken`` is answered with ``InvalidParameterCombinationException``
   (one of the two exceptions the model lists for the operation).
 
+Time. ``AppStreamState(clock=time.monotonic)`` takes the clock (seconds, any origin, never
+going backwards) that everything time-based reads: rate-limit buckets, visibility delays and
+``CallRecord.received_at``. Tests pass a fake clock and advance it instead of sleeping. Only
+:meth:`Faults.latency` and :meth:`Faults.hang` wait in real time.
+
+Sustained rate limits. :meth:`Faults.rate_limit` installs a token bucket (capacity ``burst``,
+refilled at ``per_second`` on the state's clock), either one bucket for the whole account (the
+default: AppStream's limits are per account) or one for a single operation. A request with no
+token left is answered HTTP 400 ``ThrottlingException`` "Rate exceeded", touches nothing, and is
+logged with ``fault="rate_limit"``; botocore's ``standard`` and ``adaptive`` retry modes treat it
+as throttling. Countdown faults (:meth:`Faults.throttle` and the others) come first: a request
+they answer takes no token.
+
+Eventual consistency. AppStream may answer ``USER_NAME_NOT_FOUND`` / ``STACK_NOT_FOUND`` for a
+user or stack created moments before. ``add_user(..., visible_after=s)`` and
+``add_stack(..., visible_after=s)`` (default ``AppStreamState(consistency_delay=...)``, 0) make
+a new user or stack invisible to the API for ``s`` seconds of the state's clock: batch items
+naming it fail with the not-found code, and ``DescribeUserStackAssociations`` leaves out its
+associations. Seeded users and stacks are visible at once. The reading methods
+(:meth:`AppStreamState.users`, :meth:`~AppStreamState.snapshot`, ...) report the truth, visible
+or not; :meth:`AppStreamState.user_visible` and :meth:`~AppStreamState.stack_visible` say what the
+API sees now.
+
+Crashes. Every request's ``User-Agent`` may carry botocore's application id, the token
+``app/<id>`` (from ``Config(user_agent_appid=...)``, the environment variable
+``AWS_SDK_UA_APP_ID`` or ``sdk_ua_app_id`` in the config file). It is recorded as
+``CallRecord.app_id``. :meth:`Faults.crash` counts the calls of one app id and, on the N-th,
+applies the call to the state, runs a callback (a rehearsal kills the calling process there)
+and resets the connection without answering.
+
 Run time needs only the standard library: this module never imports boto3.
 """
 
@@ -31,6 +61,7 @@ import base64
 import binascii
 import contextlib
 import json
+import math
 import os
 import re
 import socket
@@ -38,7 +69,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -60,6 +91,7 @@ __all__ = [
     "Association",
     "CallRecord",
     "Faults",
+    "RateLimit",
     "SeedError",
     "StateSnapshot",
     "User",
@@ -85,6 +117,15 @@ _TARGET_PREFIX: Final = "PhotonAdminProxyService."
 _JSON_CONTENT_TYPE: Final = "application/x-amz-json-1.1"
 _SEED_KEYS: Final = frozenset({"stacks", "users", "associations"})
 _ITEM_KEYS: Final = frozenset({"StackName", "UserName", "AuthenticationType", "SendEmailNotification"})
+_THROTTLING_CODE: Final = "ThrottlingException"
+_THROTTLING_MESSAGE: Final = "Rate exceeded"
+_STACK_NOT_FOUND, _USER_NOT_FOUND, _, _INTERNAL_ERROR = rules.ITEM_ERROR_CODES
+_APP_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~,]+")
+"""What botocore lets through in an app id (it replaces every other character with ``-``)."""
+_UA_APP_ID: Final = re.compile(r"(?:^|\s)app/(\S+)")
+
+Clock = Callable[[], float]
+"""A monotonic clock in seconds, like :func:`time.monotonic`."""
 
 User = tuple[str, str]
 """``(user_name, authentication_type)``."""
@@ -144,46 +185,96 @@ class AppStreamState:
     Seeding methods validate names like the service does and raise ``ValueError``
     on bad input; requests sent to the server may name anything (unknown names
     become error items, as on AWS).
+
+    ``clock`` is read for everything time-based (see the module docstring); pass a fake
+    one to control time in tests. It is called from the server's request threads, several
+    times per request, so it must be cheap and thread-safe (reading a float is).
+    ``consistency_delay`` is how long, in seconds of that clock, a user or stack created
+    with :meth:`add_user` / :meth:`add_stack` stays invisible to the API unless the call
+    says otherwise (default 0: visible at once).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Clock = time.monotonic, consistency_delay: float = 0.0) -> None:
         """Create an empty state: no stacks, no users, no associations."""
+        _check(_delay_problem("consistency_delay", consistency_delay))
         self._lock = threading.Lock()
+        self._clock = clock
+        self._consistency_delay = float(consistency_delay)
         self._stacks: set[str] = set()
         self._users: set[User] = set()
         self._associations: set[Association] = set()
+        self._stacks_visible_at: dict[str, float] = {}
+        self._users_visible_at: dict[User, float] = {}
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the state and its server read (``time.monotonic`` by default)."""
+        return self._clock
+
+    @property
+    def consistency_delay(self) -> float:
+        """Seconds a new user or stack stays invisible when ``visible_after`` is not given."""
+        return self._consistency_delay
 
     # seeding -----------------------------------------------------------------
 
-    def add_stack(self, name: str) -> None:
-        """Create stack ``name`` (idempotent)."""
+    def add_stack(self, name: str, *, visible_after: float | None = None) -> None:
+        """Create stack ``name`` (idempotent: an existing stack keeps its visibility).
+
+        ``visible_after``: seconds of the state's clock, from now, before the API sees the
+        stack (``None``: the state's ``consistency_delay``). Until then batch items naming
+        it fail with ``STACK_NOT_FOUND`` and ``DescribeUserStackAssociations`` lists none of
+        its associations, as AWS may right after ``CreateStack``.
+        """
         _check(_name_problem("stack", name))
+        delay = self._delay(visible_after)
         with self._lock:
-            self._stacks.add(name)
+            if name not in self._stacks:
+                self._stacks.add(name)
+                if delay:
+                    self._stacks_visible_at[name] = self._clock() + delay
 
     def remove_stack(self, name: str) -> None:
         """Delete stack ``name`` and its associations (idempotent)."""
         with self._lock:
             self._stacks.discard(name)
+            self._stacks_visible_at.pop(name, None)
             self._associations = {a for a in self._associations if a[0] != name}
 
-    def add_user(self, user_name: str, authentication_type: str = "USERPOOL") -> None:
-        """Create user ``user_name`` for ``authentication_type`` (default ``USERPOOL``)."""
+    def add_user(
+        self, user_name: str, authentication_type: str = "USERPOOL", *, visible_after: float | None = None
+    ) -> None:
+        """Create user ``user_name`` for ``authentication_type`` (default ``USERPOOL``).
+
+        Idempotent: an existing user keeps its visibility. ``visible_after``: seconds of the
+        state's clock, from now, before the API sees the user (``None``: the state's
+        ``consistency_delay``). Until then batch items naming it fail with
+        ``USER_NAME_NOT_FOUND`` and ``DescribeUserStackAssociations`` lists none of its
+        associations, as AWS may right after ``CreateUser``. Like existence, visibility
+        matters only for ``USERPOOL`` users: the API never looks the others up.
+        """
         _check(_name_problem("user", user_name))
         _check(_auth_problem(authentication_type))
+        delay = self._delay(visible_after)
+        user = (user_name, authentication_type)
         with self._lock:
-            self._users.add((user_name, authentication_type))
+            if user not in self._users:
+                self._users.add(user)
+                if delay:
+                    self._users_visible_at[user] = self._clock() + delay
 
     def remove_user(self, user_name: str, authentication_type: str = "USERPOOL") -> None:
         """Delete a user and its associations (idempotent)."""
         with self._lock:
             self._users.discard((user_name, authentication_type))
+            self._users_visible_at.pop((user_name, authentication_type), None)
             self._associations = {a for a in self._associations if a[1:] != (user_name, authentication_type)}
 
     def associate(self, stack_name: str, user_name: str, authentication_type: str = "USERPOOL") -> None:
         """Associate a user with a stack, bypassing the API (idempotent).
 
-        Raises ``ValueError`` if the stack, or a ``USERPOOL`` user, does not exist.
+        Raises ``ValueError`` if the stack, or a ``USERPOOL`` user, does not exist
+        (visible to the API yet or not).
         """
         _check(_auth_problem(authentication_type))
         with self._lock:
@@ -195,15 +286,36 @@ class AppStreamState:
         with self._lock:
             self._associations.discard((stack_name, user_name, authentication_type))
 
+    # visibility ----------------------------------------------------------------
+
+    def stack_visible(self, name: str) -> bool:
+        """True when the API finds stack ``name`` now: it exists and its ``visible_after`` has passed."""
+        now = self._clock()
+        with self._lock:
+            return name in self._stacks and self._stack_visible_locked(name, now)
+
+    def user_visible(self, user_name: str, authentication_type: str = "USERPOOL") -> bool:
+        """True when batch calls find the user now.
+
+        For ``USERPOOL``: the user exists and its ``visible_after`` has passed. Users of
+        the other authentication types are never looked up, so always True.
+        """
+        if authentication_type != "USERPOOL":
+            return True
+        now = self._clock()
+        user = (user_name, authentication_type)
+        with self._lock:
+            return user in self._users and self._user_visible_locked(user, now)
+
     # reading -----------------------------------------------------------------
 
     def stacks(self) -> frozenset[str]:
-        """Return the names of all stacks."""
+        """Return the names of all stacks (visible to the API yet or not)."""
         with self._lock:
             return frozenset(self._stacks)
 
     def users(self) -> frozenset[User]:
-        """Return all users as ``(user_name, authentication_type)``."""
+        """Return all users as ``(user_name, authentication_type)`` (visible to the API yet or not)."""
         with self._lock:
             return frozenset(self._users)
 
@@ -213,7 +325,7 @@ class AppStreamState:
             return frozenset(self._associations)
 
     def snapshot(self) -> StateSnapshot:
-        """Return a consistent copy of stacks, users and associations."""
+        """Return a consistent copy of stacks, users and associations (visible yet or not)."""
         with self._lock:
             return StateSnapshot(frozenset(self._stacks), frozenset(self._users), frozenset(self._associations))
 
@@ -231,7 +343,14 @@ class AppStreamState:
     # seed files ----------------------------------------------------------------
 
     @classmethod
-    def from_seed(cls, seed: Mapping[str, Any], *, source: str = "seed") -> AppStreamState:
+    def from_seed(
+        cls,
+        seed: Mapping[str, Any],
+        *,
+        source: str = "seed",
+        clock: Clock = time.monotonic,
+        consistency_delay: float = 0.0,
+    ) -> AppStreamState:
         """Build a state from a seed document; raise :class:`SeedError` listing every problem.
 
         Format (every key optional; ``AuthenticationType`` defaults to ``USERPOOL``)::
@@ -244,18 +363,22 @@ class AppStreamState:
             }
 
         Associations must name a listed stack and, for ``USERPOOL``, a listed user.
+        Seeded stacks and users are visible to the API at once; ``clock`` and
+        ``consistency_delay`` are passed to the constructor (they apply to later additions).
         """
         problems, stacks, users, associations = _parse_seed(seed)
         problems += _dangling_associations(stacks, users, associations)
         if problems:
             raise SeedError(problems, source)
-        state = cls()
+        state = cls(clock=clock, consistency_delay=consistency_delay)
         state._stacks, state._users = set(stacks), set(users)
         state._associations = set(associations)
         return state
 
     @classmethod
-    def load_seed(cls, path: str | os.PathLike[str]) -> AppStreamState:
+    def load_seed(
+        cls, path: str | os.PathLike[str], *, clock: Clock = time.monotonic, consistency_delay: float = 0.0
+    ) -> AppStreamState:
         """Read a JSON seed file (format: :meth:`from_seed`); raise :class:`SeedError` if invalid."""
         source = f"seed file {os.fspath(path)}"
         try:
@@ -264,9 +387,34 @@ class AppStreamState:
             raise SeedError([f"not valid JSON: {error}"], source) from error
         if not isinstance(document, Mapping):
             raise SeedError([f"expected a JSON object, got {type(document).__name__}"], source)
-        return cls.from_seed(document, source=source)
+        return cls.from_seed(document, source=source, clock=clock, consistency_delay=consistency_delay)
 
     # used by the server ------------------------------------------------------
+
+    def _delay(self, visible_after: float | None) -> float:
+        """Validate ``visible_after`` and return the delay it means (the default for None)."""
+        if visible_after is None:
+            return self._consistency_delay
+        _check(_delay_problem("visible_after", visible_after))
+        return float(visible_after)
+
+    def _stack_visible_locked(self, name: str, now: float) -> bool:
+        """Whether the API sees stack ``name`` at ``now`` (caller holds the lock; existence not checked)."""
+        visible_at = self._stacks_visible_at.get(name)
+        if visible_at is not None and visible_at <= now:
+            del self._stacks_visible_at[name]  # visible for good
+            return True
+        return visible_at is None
+
+    def _user_visible_locked(self, user: User, now: float) -> bool:
+        """Whether the API sees ``user`` at ``now`` (caller holds the lock; existence not checked)."""
+        if user[1] != "USERPOOL":
+            return True
+        visible_at = self._users_visible_at.get(user)
+        if visible_at is not None and visible_at <= now:
+            del self._users_visible_at[user]
+            return True
+        return visible_at is None
 
     def _missing_locked(self, stack_name: str, user_name: str, auth: str) -> str | None:
         """Return why an association cannot be made (caller holds the lock), or None."""
@@ -279,10 +427,11 @@ class AppStreamState:
     def _apply_batch(self, operation: str, items: list[dict[str, Any]], faults: Faults) -> list[dict[str, Any]]:
         """Apply a validated batch atomically and return its ``errors`` items."""
         errors: list[dict[str, Any]] = []
+        now = self._clock()
         with self._lock:
             for item in items:
                 key = (item["StackName"], item["UserName"], item["AuthenticationType"])
-                code, message = self._item_error_locked(operation, key, faults)
+                code, message = self._item_error_locked(operation, key, faults, now)
                 if code is not None:
                     errors.append({"UserStackAssociation": item, "ErrorCode": code, "ErrorMessage": message})
                 elif operation == BATCH_ASSOCIATE:
@@ -291,26 +440,40 @@ class AppStreamState:
                     self._associations.discard(key)
         return errors
 
-    def _item_error_locked(self, operation: str, key: Association, faults: Faults) -> tuple[str | None, str]:
+    def _item_error_locked(
+        self, operation: str, key: Association, faults: Faults, now: float
+    ) -> tuple[str | None, str]:
         """Return ``(ErrorCode, ErrorMessage)`` for one batch item, or ``(None, "")``."""
         stack_name, user_name, auth = key
-        if stack_name not in self._stacks:
-            return "STACK_NOT_FOUND", f"The stack {stack_name} was not found."
-        if auth == "USERPOOL" and (user_name, auth) not in self._users:
-            return "USER_NAME_NOT_FOUND", f"The user {user_name} was not found."
+        if stack_name not in self._stacks or not self._stack_visible_locked(stack_name, now):
+            return _STACK_NOT_FOUND, f"The stack {stack_name} was not found."
+        user = (user_name, auth)
+        if auth == "USERPOOL" and (user not in self._users or not self._user_visible_locked(user, now)):
+            return _USER_NOT_FOUND, f"The user {user_name} was not found."
         if faults._take_internal_error(operation, user_name):
-            return "INTERNAL_ERROR", "An internal error occurred. Try again."
+            return _INTERNAL_ERROR, "An internal error occurred. Try again."
         return None, ""
 
     def _query(self, stack_name: str | None, user: User | None) -> list[Association]:
-        """Return the matching associations sorted by (stack, user, auth)."""
+        """Return the matching associations the API sees now, sorted by (stack, user, auth)."""
+        now = self._clock()
         with self._lock:
             found = [
                 a
                 for a in self._associations
-                if (stack_name is None or a[0] == stack_name) and (user is None or a[1:] == user)
+                if (stack_name is None or a[0] == stack_name)
+                and (user is None or a[1:] == user)
+                and self._stack_visible_locked(a[0], now)
+                and self._user_visible_locked((a[1], a[2]), now)
             ]
         return sorted(found)
+
+
+def _delay_problem(name: str, value: object) -> str | None:
+    """Describe why ``value`` is not a delay in seconds (finite, not negative), or return None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        return f"{name} must be a finite number of seconds, at least 0, got {value!r}"
+    return None
 
 
 def _parse_seed(
@@ -407,10 +570,54 @@ def _check_operation(operation: str | None) -> None:
         raise ValueError(f"unknown operation {operation!r}; expected one of {', '.join(sorted(OPERATIONS))}")
 
 
-def _check_count(count: int) -> None:
+def _check_count(count: int, name: str = "count") -> None:
     """Reject a non-positive fault count."""
-    if count < 1:
-        raise ValueError(f"count must be at least 1, got {count}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"{name} must be at least 1, got {count!r}")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A sustained request rate installed by :meth:`Faults.rate_limit`.
+
+    ``operation`` is the operation the bucket serves alone, or ``None`` for the bucket
+    shared by every operation without one of its own (the account's).
+    """
+
+    per_second: float
+    burst: int
+    operation: str | None
+
+
+@dataclass
+class _Bucket:
+    """A token bucket; ``last`` is None until the first request (it starts full)."""
+
+    limit: RateLimit
+    tokens: float
+    last: float | None = None
+
+    def take(self, now: float) -> bool:
+        """Refill for the time since the last request, then take one token if there is one."""
+        if self.last is not None:
+            elapsed = max(0.0, now - self.last)
+            self.tokens = min(float(self.limit.burst), self.tokens + elapsed * self.limit.per_second)
+        self.last = now if self.last is None else max(self.last, now)
+        if self.tokens >= 1.0 - 1e-9:  # float dust from refill must not cost a whole token
+            self.tokens = max(0.0, self.tokens - 1.0)
+            return True
+        return False
+
+
+@dataclass
+class _Crash:
+    """A pending crash: fires on the ``after``-th counted call."""
+
+    after: int
+    app_id: str
+    action: Callable[[], None]
+    operation: str | None
+    seen: int = 0
 
 
 class Faults:
@@ -421,6 +628,11 @@ class Faults:
     whose ``operation`` filter matches (``None`` matches every request) and uses up one
     of its ``count``. Latency applies to every matching request on top of that.
     Item faults (:meth:`internal_error`) act inside batch calls that otherwise succeed.
+
+    Each request meets, in this order: its latency; the first matching countdown fault
+    (which answers it alone); the rate limit (:meth:`rate_limit`); the state. A crash
+    (:meth:`crash`) counts requests as they reach the countdown faults and, on the one it
+    fires for, replaces the reply (whatever it was) with a reset after running its action.
     """
 
     def __init__(self) -> None:
@@ -429,13 +641,104 @@ class Faults:
         self._rules: list[_Rule] = []
         self._latency: dict[str | None, float] = {}
         self._internal: dict[tuple[str, str | None], int | None] = {}
+        self._buckets: dict[str | None, _Bucket] = {}
+        self._crashes: list[_Crash] = []
+        self._crash_errors: list[Exception] = []
 
     def throttle(self, count: int = 1, *, operation: str | None = None) -> None:
         """Answer the next ``count`` calls with HTTP 400 ``ThrottlingException``.
 
-        botocore's retry modes classify this code as throttling and retry it.
+        botocore's retry modes classify this code as throttling and retry it. For a
+        sustained rate rather than a fixed number of errors, use :meth:`rate_limit`.
         """
-        self._add(_Rule("throttle", count, operation, "ThrottlingException", "Rate exceeded"))
+        self._add(_Rule("throttle", count, operation, _THROTTLING_CODE, _THROTTLING_MESSAGE))
+
+    def rate_limit(self, per_second: float, *, burst: int = 1, operation: str | None = None) -> None:
+        """Throttle requests beyond a sustained rate: a token bucket on the state's clock.
+
+        The bucket holds at most ``burst`` tokens (it starts full) and gains ``per_second``
+        tokens per second of the clock of the server's :class:`AppStreamState`. Every request
+        takes a token; one that finds none is answered HTTP 400 ``ThrottlingException``
+        ("Rate exceeded", which botocore's ``standard`` and ``adaptive`` retry modes treat as
+        throttling), changes nothing, and is logged with ``fault="rate_limit"``.
+
+        ``operation=None`` installs the account's bucket, shared by every operation that has
+        no bucket of its own (AppStream's limits are per account). Naming an operation gives
+        it its own bucket, which alone then decides for that operation (the account bucket
+        is neither consulted nor drawn from). Calling again for the same scope replaces that
+        bucket (full again); :meth:`remove_rate_limit` or :meth:`clear` removes it.
+        Requests answered by a countdown fault (:meth:`throttle`, ...) take no token.
+
+        Raises ``ValueError`` unless ``per_second`` is a finite number above 0 and ``burst``
+        an integer of at least 1. For the rate the construct's default timeout is sized for,
+        use ``rules.ASSUMED_CALLS_PER_SECOND`` (``constructs_lib._handler.rules``).
+        """
+        _check_operation(operation)
+        if isinstance(per_second, bool) or not isinstance(per_second, int | float) or not math.isfinite(per_second):
+            raise ValueError(f"per_second must be a finite number, got {per_second!r}")
+        if per_second <= 0:
+            raise ValueError(f"per_second must be positive, got {per_second!r}")
+        _check_count(burst, "burst")
+        limit = RateLimit(float(per_second), burst, operation)
+        with self._lock:
+            self._buckets[operation] = _Bucket(limit, float(burst))
+
+    def remove_rate_limit(self, *, operation: str | None = None) -> None:
+        """Remove the account's bucket (``operation=None``) or ``operation``'s own (idempotent)."""
+        _check_operation(operation)
+        with self._lock:
+            self._buckets.pop(operation, None)
+
+    def rate_limits(self) -> dict[str | None, RateLimit]:
+        """Return the installed rate limits, keyed by operation (``None``: the account's)."""
+        with self._lock:
+            return {scope: bucket.limit for scope, bucket in self._buckets.items()}
+
+    def crash(
+        self,
+        after: int,
+        *,
+        app_id: str,
+        action: Callable[[], None],
+        operation: str | None = None,
+    ) -> None:
+        """Crash the caller on its ``after``-th call: apply the call, run ``action``, reset.
+
+        Counts only requests whose ``User-Agent`` carries ``app/<app_id>`` (botocore's
+        application id: ``Config(user_agent_appid=...)`` or the environment variable
+        ``AWS_SDK_UA_APP_ID`` in the calling process) and, if given, are calls of
+        ``operation``. Every request counts, retries included, whatever it is answered.
+        The ``after``-th is served as usual (a batch really lands in the state, a
+        countdown fault or rate limit still applies to it), logged with ``fault="crash"``
+        (its ``outcome`` says what serving it did; ``status`` is None, as nothing is
+        sent), then ``action()`` runs in the server's request thread (a rehearsal kills
+        the calling process there), then the connection is reset without a response.
+        One-shot: later calls are served normally. Several crashes may be pending (for
+        different app ids, say); each counts on its own. Counting is atomic, so with many
+        concurrent callers exactly one request fires each crash. A request fires at most one
+        crash; another one due on the same request fires on its next counted request.
+
+        An exception raised by ``action`` does not stop the reset; it is kept for
+        :meth:`crash_errors`. Raises ``ValueError`` for ``after`` below 1 or an
+        ``app_id`` botocore would not send unchanged (it allows ASCII letters, digits and
+        ``!#$%&'*+-.^_`|~,``, and turns anything else into ``-``).
+        """
+        _check_operation(operation)
+        _check_count(after, "after")
+        if not isinstance(app_id, str) or not _APP_ID_PATTERN.fullmatch(app_id):
+            raise ValueError(
+                f"app_id must be non-empty ASCII letters, digits or !#$%&'*+-.^_`|~, "
+                f"(what botocore sends unchanged), got {app_id!r}"
+            )
+        if not callable(action):
+            raise ValueError(f"action must be callable, got {action!r}")
+        with self._lock:
+            self._crashes.append(_Crash(after, app_id, action, operation))
+
+    def crash_errors(self) -> tuple[Exception, ...]:
+        """Return the exceptions raised by crash actions, oldest first (cleared by :meth:`clear`)."""
+        with self._lock:
+            return tuple(self._crash_errors)
 
     def fail_with(
         self,
@@ -503,18 +806,21 @@ class Faults:
                 self._internal[(name, operation)] = attempts
 
     def clear(self) -> None:
-        """Remove every fault."""
+        """Remove every fault: countdown faults, latency, item faults, rate limits and crashes."""
         with self._lock:
             self._rules.clear()
             self._latency.clear()
             self._internal.clear()
+            self._buckets.clear()
+            self._crashes.clear()
+            self._crash_errors.clear()
 
     def pending(self) -> int:
-        """Return how many counted fault uses remain (persistent faults not counted)."""
+        """Return how many counted fault uses remain; a pending crash counts 1, rate limits 0."""
         with self._lock:
             rules = sum(rule.remaining for rule in self._rules)
             items = sum(n for n in self._internal.values() if n is not None)
-            return rules + items
+            return rules + items + len(self._crashes)
 
     # used by the server ------------------------------------------------------
 
@@ -535,6 +841,34 @@ class Faults:
                         self._rules.remove(rule)
                     return rule
         return None
+
+    def _take_token(self, operation: str, now: float) -> bool:
+        """Take a token for ``operation`` at ``now``; False when its bucket is empty."""
+        with self._lock:
+            bucket = self._buckets[operation] if operation in self._buckets else self._buckets.get(None)
+            return bucket is None or bucket.take(now)
+
+    def _count_crash(self, app_id: str | None, operation: str) -> _Crash | None:
+        """Count one request for the matching crashes; return (and disarm) the one it fires."""
+        if app_id is None:
+            return None
+        fired = None
+        with self._lock:
+            for crash in self._crashes:
+                if crash.app_id != app_id or crash.operation not in (None, operation):
+                    continue
+                if fired is None or crash.seen + 1 < crash.after:  # one crash per request; a second waits
+                    crash.seen += 1
+                    if crash.seen == crash.after and fired is None:
+                        fired = crash
+            if fired is not None:
+                self._crashes.remove(fired)
+        return fired
+
+    def _crash_failed(self, error: Exception) -> None:
+        """Keep an exception raised by a crash action."""
+        with self._lock:
+            self._crash_errors.append(error)
 
     def _latency_for(self, operation: str) -> float:
         """Return the delay for ``operation`` (operation-specific wins over global)."""
@@ -565,10 +899,19 @@ class CallRecord:
 
     ``outcome`` is ``"ok"``, ``"item_errors"`` (200 with a non-empty ``errors`` list),
     the error code sent (``"ThrottlingException"``, ``"ValidationException"``, ...),
-    ``"connection_reset"`` or ``"hang"``. ``fault`` names the request-level fault
-    that fired, if any. ``attempt`` and ``invocation_id`` come from botocore's
-    ``amz-sdk-request``/``amz-sdk-invocation-id`` headers, so retries of one call
-    share an ``invocation_id`` with increasing ``attempt``.
+    ``"connection_reset"`` or ``"hang"``. ``fault`` names the fault that decided the
+    reply, if any: ``"throttle"``, ``"error"``, ``"server_error"``, ``"reset"``,
+    ``"hang"`` (countdown faults), ``"rate_limit"`` (no token in the bucket) or
+    ``"crash"`` (:meth:`Faults.crash`: ``outcome`` is then what serving the call did,
+    and ``status`` is None because the connection was reset instead). ``attempt`` and
+    ``invocation_id`` come from botocore's ``amz-sdk-request``/``amz-sdk-invocation-id``
+    headers, so retries of one call share an ``invocation_id`` with increasing
+    ``attempt``. ``received_at`` is read from the state's clock. ``app_id`` is botocore's
+    application id from the ``User-Agent`` header (the ``<id>`` of its ``app/<id>``
+    token), or None if the client set none.
+
+    To count what a rate limit let through: ``fault == "rate_limit"`` are the throttled
+    calls, every other call reached the service (see also :attr:`throttled`).
     """
 
     operation: str
@@ -582,6 +925,12 @@ class CallRecord:
     invocation_id: str | None = None
     client_address: tuple[str, int] = ("", 0)
     received_at: float = field(default_factory=time.monotonic)
+    app_id: str | None = None
+
+    @property
+    def throttled(self) -> bool:
+        """True when the call was answered ``ThrottlingException`` (by a rate limit or :meth:`Faults.throttle`)."""
+        return self.status is not None and self.outcome == _THROTTLING_CODE
 
 
 class _CallLog:
@@ -753,12 +1102,19 @@ class _Incoming:
     attempt: int | None
     invocation_id: str | None
     client_address: tuple[str, int]
+    app_id: str | None = None
 
     @property
     def operation(self) -> str:
         """The operation named by ``X-Amz-Target`` (empty if the header is malformed)."""
         prefix, _, name = self.target.partition(".")
         return name if prefix + "." == _TARGET_PREFIX else ""
+
+
+def _parse_app_id(user_agent: str | None) -> str | None:
+    """Extract botocore's application id (the ``app/<id>`` token) from a ``User-Agent`` header."""
+    match = _UA_APP_ID.search(user_agent or "")
+    return match.group(1) if match else None
 
 
 def _parse_attempt(header: str | None) -> int | None:
@@ -798,6 +1154,7 @@ class _Handler(BaseHTTPRequestHandler):
             attempt=_parse_attempt(self.headers.get("amz-sdk-request")),
             invocation_id=self.headers.get("amz-sdk-invocation-id"),
             client_address=(str(self.client_address[0]), int(self.client_address[1])),
+            app_id=_parse_app_id(self.headers.get("User-Agent")),
         )
         reply = self.server.owner._handle(incoming)
         if reply.action == "respond":
@@ -918,15 +1275,29 @@ class AppStreamServer(ServerContext):
         delay = self.faults._latency_for(operation)
         if delay:
             self._stopping.wait(delay)
+        crash = self.faults._count_crash(incoming.app_id, operation)
         rule = self.faults._take_rule(operation)
+        fault: str | None = None
         if rule is not None:
-            reply = _fault_reply(rule)
+            reply, fault = _fault_reply(rule), rule.kind
+        elif not self.faults._take_token(operation, self.state.clock()):
+            reply, fault = (
+                _Reply("respond", 400, {"__type": _THROTTLING_CODE, "message": _THROTTLING_MESSAGE}),
+                "rate_limit",
+            )
         elif parse_error is not None:
             reply = _Reply("respond", parse_error.status, _error_payload(parse_error))
         else:
             reply = self._serve(operation, body)
-        self._log.append(_record(incoming, operation, body, reply, rule))
-        return reply
+        if crash is None:
+            self._log.append(_record(incoming, operation, body, reply, fault, self.state.clock()))
+            return reply
+        self._log.append(_record(incoming, operation, body, reply, "crash", self.state.clock(), sent=False))
+        try:
+            crash.action()
+        except Exception as error:  # kept for Faults.crash_errors: the reset must happen regardless
+            self.faults._crash_failed(error)
+        return _Reply("reset")
 
     def _serve(self, operation: str, body: Mapping[str, Any]) -> _Reply:
         """Run the operation and turn its result or error into a reply."""
@@ -966,9 +1337,12 @@ def _record(
     operation: str,
     body: Mapping[str, Any],
     reply: _Reply,
-    rule: _Rule | None,
+    fault: str | None,
+    received_at: float,
+    *,
+    sent: bool = True,
 ) -> CallRecord:
-    """Build the call-log entry for one request."""
+    """Build the call-log entry for one request (``sent=False``: the reply was replaced by a reset)."""
     payload = reply.payload or {}
     error_codes = tuple(str(e.get("ErrorCode")) for e in payload.get("errors", ()))
     if reply.action == "reset":
@@ -983,13 +1357,15 @@ def _record(
         operation=operation or incoming.target,
         body=body,
         item_count=_item_count(body),
-        status=reply.status if reply.action == "respond" else None,
+        status=reply.status if sent and reply.action == "respond" else None,
         outcome=outcome,
         error_codes=error_codes,
-        fault=rule.kind if rule else None,
+        fault=fault,
         attempt=incoming.attempt,
         invocation_id=incoming.invocation_id,
         client_address=incoming.client_address,
+        received_at=received_at,
+        app_id=incoming.app_id,
     )
 
 

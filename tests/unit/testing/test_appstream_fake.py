@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -29,6 +31,7 @@ from constructs_lib.testing import (
     AppStreamServer,
     AppStreamState,
     SeedError,
+    StateSnapshot,
     client_env,
 )
 
@@ -47,13 +50,16 @@ def item(user: str, stack: str = STACK, auth: str = "USERPOOL") -> UserStackAsso
     return {"StackName": stack, "UserName": user, "AuthenticationType": auth}  # type: ignore[typeddict-item]
 
 
-def make_client(*, attempts: int = 4, read_timeout: float = 5.0, endpoint_url: str | None = None) -> AppStreamClient:
+def make_client(
+    *, attempts: int = 4, read_timeout: float = 5.0, endpoint_url: str | None = None, app_id: str | None = None
+) -> AppStreamClient:
     """An unmodified client; by default the endpoint comes from AWS_ENDPOINT_URL_APPSTREAM."""
     config = Config(
         retries={"mode": "standard", "total_max_attempts": attempts},
         connect_timeout=2,
         read_timeout=read_timeout,
         max_pool_connections=16,
+        user_agent_appid=app_id,  # type: ignore[call-arg]  # botocore 1.44 has it; its stubs do not
     )
     return boto3.client("appstream", region_name="us-east-1", config=config, endpoint_url=endpoint_url)
 
@@ -69,7 +75,7 @@ def state() -> AppStreamState:
 @pytest.fixture
 def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
     """No profile, config file or retry settings of the developer's can leak in."""
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS"):
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS", "AWS_SDK_UA_APP_ID"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
@@ -478,6 +484,186 @@ def test_fault_arguments_are_validated() -> None:
         faults.internal_error()
 
 
+# ------------------------------------------------------------------ crashes
+
+
+def test_app_id_comes_from_the_user_agent(
+    server: AppStreamServer, client: AppStreamClient, isolated_env: pytest.MonkeyPatch
+) -> None:
+    client.describe_user_stack_associations(StackName=STACK)
+    make_client(app_id="from-config").describe_user_stack_associations(StackName=STACK)
+    isolated_env.setenv("AWS_SDK_UA_APP_ID", "from-env#7")
+    make_client().describe_user_stack_associations(StackName=STACK)
+    assert [c.app_id for c in server.calls] == [None, "from-config", "from-env#7"]
+
+
+class Crashes:
+    """A crash action that records what the fake had done when it ran."""
+
+    def __init__(self, server: AppStreamServer) -> None:
+        self.server = server
+        self.seen: list[tuple[frozenset[tuple[str, str, str]], int]] = []
+
+    def __call__(self) -> None:
+        self.seen.append((self.server.state.associations(), len(self.server.calls)))
+
+
+def test_crash_lands_the_call_runs_the_action_then_resets(server: AppStreamServer, once: AppStreamClient) -> None:
+    action = Crashes(server)
+    server.faults.crash(2, app_id="fn-1", action=action, operation=BATCH_ASSOCIATE)
+    assert server.faults.pending() == 1
+    crashing = make_client(attempts=1, app_id="fn-1")
+    crashing.describe_user_stack_associations(StackName=STACK)  # another operation: not counted
+    crashing.batch_associate_user_stack(UserStackAssociations=[item(ALICE)])  # 1st
+    once.batch_associate_user_stack(UserStackAssociations=[item(BOB)])  # another caller: not counted
+    assert action.seen == []
+    with pytest.raises(ConnectionClosedError):
+        crashing.batch_associate_user_stack(UserStackAssociations=[item(CAROL)])  # 2nd: crash
+    landed = frozenset((STACK, user, "USERPOOL") for user in (ALICE, BOB, CAROL))
+    assert action.seen == [(landed, 4)]  # the batch had landed and was logged when the action ran
+    crash = server.calls[-1]
+    assert (crash.fault, crash.outcome, crash.status, crash.app_id) == ("crash", "ok", None, "fn-1")
+    assert crash.body == {"UserStackAssociations": [item(CAROL)]}
+    assert server.faults.pending() == 0
+    crashing.batch_associate_user_stack(UserStackAssociations=[item(ALICE, OTHER_STACK)])  # one-shot
+    assert action.seen == [(landed, 4)]
+    assert (server.calls[-1].fault, server.calls[-1].status) == (None, 200)
+
+
+def test_a_crash_that_kills_nobody_is_retried_by_botocore(server: AppStreamServer) -> None:
+    action = Crashes(server)
+    server.faults.crash(1, app_id="survivor", action=action)
+    response = make_client(app_id="survivor").batch_associate_user_stack(UserStackAssociations=[item(ALICE)])
+    assert response["errors"] == []
+    assert len(action.seen) == 1
+    assert [(c.attempt, c.fault, c.outcome) for c in server.calls] == [(1, "crash", "ok"), (2, None, "ok")]
+
+
+def test_a_crash_on_a_throttled_call_lands_nothing(server: AppStreamServer) -> None:
+    server.faults.throttle(1)
+    action = Crashes(server)
+    server.faults.crash(1, app_id="fn-1", action=action)
+    with pytest.raises(ConnectionClosedError):
+        make_client(attempts=1, app_id="fn-1").batch_associate_user_stack(UserStackAssociations=[item(ALICE)])
+    assert action.seen == [(frozenset(), 1)]
+    assert (server.calls[0].fault, server.calls[0].outcome) == ("crash", "ThrottlingException")
+    assert server.state.associations() == frozenset()
+
+
+def test_crash_kills_a_child_process_after_its_nth_call(server: AppStreamServer) -> None:
+    users = [f"child{n}@example.com" for n in range(4)]
+    for user in users:
+        server.state.add_user(user)
+    code = (
+        "import boto3, sys\n"
+        "client = boto3.client('appstream')\n"
+        "for user in sys.argv[1:]:\n"
+        "    client.batch_associate_user_stack(UserStackAssociations=[\n"
+        "        {'StackName': 'demo-stack', 'UserName': user, 'AuthenticationType': 'USERPOOL'}])\n"
+        "    print(user, flush=True)\n"
+    )
+    env = {**os.environ, **client_env(server), "AWS_SDK_UA_APP_ID": "child-1", "AWS_MAX_ATTEMPTS": "1"}
+    started = threading.Event()
+    children: list[subprocess.Popen[str]] = []
+
+    def kill() -> None:
+        started.wait(10)
+        children[0].kill()
+        children[0].wait(10)  # dead before the fake answers anything
+
+    server.faults.crash(2, app_id="child-1", action=kill)
+    children.append(subprocess.Popen([sys.executable, "-c", code, *users], env=env, stdout=subprocess.PIPE, text=True))
+    started.set()
+    stdout, _ = children[0].communicate(timeout=60)
+    assert children[0].returncode == -signal.SIGKILL
+    assert stdout.split() == users[:1]  # it never saw the answer to its 2nd call
+    assert server.state.associations() == {(STACK, user, "USERPOOL") for user in users[:2]}
+    assert [(c.app_id, c.fault) for c in server.calls] == [("child-1", None), ("child-1", "crash")]
+    assert server.faults.crash_errors() == ()
+
+
+def test_crash_fires_exactly_once_among_concurrent_callers(server: AppStreamServer) -> None:
+    users = [f"c{n}@example.com" for n in range(12)]
+    for user in users:
+        server.state.add_user(user)
+    action = Crashes(server)
+    server.faults.crash(5, app_id="busy", action=action)
+    busy = make_client(attempts=1, app_id="busy")
+    failures: list[BaseException] = []
+
+    def call(user: str) -> None:
+        try:
+            busy.batch_associate_user_stack(UserStackAssociations=[item(user)])
+        except ConnectionClosedError as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=call, args=(user,)) for user in users]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(action.seen) == 1
+    assert len(failures) == 1
+    assert [c.fault for c in server.calls].count("crash") == 1
+    assert server.state.associations() == {(STACK, u, "USERPOOL") for u in users}
+
+
+def test_two_crashes_due_on_one_request_fire_one_after_the_other(server: AppStreamServer) -> None:
+    fired: list[str] = []
+    server.faults.crash(1, app_id="fn-1", action=lambda: fired.append("any"))
+    server.faults.crash(1, app_id="fn-1", action=lambda: fired.append("batch"), operation=BATCH_ASSOCIATE)
+    server.faults.crash(1, app_id="fn-2", action=lambda: fired.append("other app"))
+    crashing = make_client(attempts=1, app_id="fn-1")
+    for user in (ALICE, BOB):
+        with pytest.raises(ConnectionClosedError):
+            crashing.batch_associate_user_stack(UserStackAssociations=[item(user)])
+    crashing.batch_associate_user_stack(UserStackAssociations=[item(CAROL)])
+    assert fired == ["any", "batch"]
+    assert [c.fault for c in server.calls] == ["crash", "crash", None]
+    assert server.faults.pending() == 1  # fn-2's
+
+
+def test_crash_action_errors_are_kept_and_the_reset_still_happens(server: AppStreamServer) -> None:
+    def broken() -> None:
+        raise RuntimeError("could not kill")
+
+    server.faults.crash(1, app_id="fn-1", action=broken)
+    with pytest.raises(ConnectionClosedError):
+        make_client(attempts=1, app_id="fn-1").batch_associate_user_stack(UserStackAssociations=[item(ALICE)])
+    assert [str(e) for e in server.faults.crash_errors()] == ["could not kill"]
+    assert server.state.associations() == {(STACK, ALICE, "USERPOOL")}
+    server.faults.clear()
+    assert server.faults.crash_errors() == ()
+
+
+def test_cleared_crashes_do_not_fire(server: AppStreamServer) -> None:
+    action = Crashes(server)
+    server.faults.crash(1, app_id="fn-1", action=action)
+    server.faults.clear()
+    assert server.faults.pending() == 0
+    make_client(attempts=1, app_id="fn-1").describe_user_stack_associations(StackName=STACK)
+    assert action.seen == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"after": 0}, "after must be at least 1"),
+        ({"app_id": "has space"}, "app_id must be"),
+        ({"app_id": ""}, "app_id must be"),
+        ({"app_id": "app/x"}, "app_id must be"),
+        ({"operation": "BatchAssociateUserStacks"}, "unknown operation"),
+        ({"action": "not callable"}, "action must be callable"),
+    ],
+)
+def test_crash_arguments_are_validated(kwargs: dict[str, Any], message: str) -> None:
+    faults = AppStreamServer().faults
+    arguments: dict[str, Any] = {"after": 1, "app_id": "fn-1", "action": lambda: None, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        faults.crash(arguments.pop("after"), **arguments)
+    assert faults.pending() == 0
+
+
 # ------------------------------------------------------------------ call log, concurrency
 
 
@@ -624,5 +810,5 @@ def test_reset_starts_afresh_while_running() -> None:
         server.reset()
         assert server.calls == ()
         assert server.faults.pending() == 0
-        assert (server.state.stacks(), server.state.users(), server.state.associations()) == (set(), set(), set())
+        assert server.state.snapshot() == StateSnapshot(frozenset(), frozenset(), frozenset())
         assert client.describe_user_stack_associations(StackName="s")["UserStackAssociations"] == []
