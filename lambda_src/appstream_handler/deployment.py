@@ -171,6 +171,7 @@ def _settle(run: _Event, stack: StackRecord, state: StackState, kind: Kind, epoc
             if not result.ok:
                 break
             # Settling one claim per association per pass: go again while some remain.
+            executor.write_pending()
             records = run.store.load_associations({a.stack_name for a in mine})
             again = {a: r for a, r in records.items() if a in mine}
             more = plan(again, context)

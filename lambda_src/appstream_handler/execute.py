@@ -179,7 +179,7 @@ class Executor:
                 else change_action(self._store.table, change, now)
                 for change in batch
             ]
-            trailing = self._take_unlocks(WRITE_LIMIT - len(actions))
+            trailing = self._take_unlocks(WRITE_LIMIT - len(actions), {change.association for change in batch})
             try:
                 self._store.write(
                     self._owner,
@@ -285,11 +285,13 @@ class Executor:
             out = [change for change in out if change.call in (first, Call.NONE)]
         return out
 
-    def _take_unlocks(self, room: int) -> list[tuple[dict[str, Any], _Unlock]]:
+    def _take_unlocks(self, room: int, exclude: set[Association]) -> list[tuple[dict[str, Any], _Unlock]]:
         if room <= 0:
             return []
         with self._lock:
-            taken, self._unlocks = self._unlocks[:room], self._unlocks[room:]
+            eligible = [item for item in self._unlocks if item.change.association not in exclude]
+            taken = eligible[:room]
+            self._unlocks = [item for item in self._unlocks if item not in taken]
         now = self._clock()
         return [
             (unlock_action(self._store.table, item.change, item.version, withdrawn=item.withdrawn, now=now), item)
@@ -299,6 +301,10 @@ class Executor:
     def _give_back(self, trailing: Iterable[tuple[dict[str, Any], _Unlock]]) -> None:
         with self._lock:
             self._unlocks = [item for _, item in trailing] + self._unlocks
+
+    def write_pending(self) -> None:
+        """Write every trailing unlock now (before the records are read again)."""
+        self._unlocks_to_store(Deadline(0.0))
 
     def _unlocks_to_store(self, deadline: Deadline) -> None:
         actions = self.pending_unlocks()

@@ -47,7 +47,7 @@ from .model import (
 from .properties import DesiredState, MalformedProperties, parse_properties
 from .reasons import MAX_REASON, clip, failure_reason
 from .stack_phase import NotInStack, StackFacts, StackUnreadable, read_facts, refusal, stack_name_of
-from .store import Owner, StateStore, StoreError, Superseded
+from .store import Owner, StackState, StateStore, StoreError, Superseded
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +180,16 @@ def handle_event(
             if request_type != "Delete":
                 logger.error("%s malformed (%d problems); no AppStream call", error.field, len(error.problems))
                 return Answer(FAILED, failure_id, clip(str(error), MAX_REASON))
+    store = StateStore(clients.dynamodb, environment.table, clock=clocks.wall)
+    claimant = Claimant(stack_id, logical_id)
+    try:
+        state = store.load_stack(stack_id)
+    except StoreError as error:
+        return _store_failed(error, environment, failure_id)
+    earlier = state.resource(claimant).answered.get(str(event.get("RequestId")))
+    if earlier is not None:
+        logger.info("%s was answered before (%s): answering the same, no AppStream call", request_type, earlier.status)
+        return Answer(earlier.status, earlier.physical_id, earlier.reason)
     try:
         facts = read_facts(clients.cloudformation, stack_id, logical_id)
     except NotInStack as error:
@@ -195,7 +205,7 @@ def handle_event(
             "Delete: CloudFormation unreadable (%s); withdrawing only this resource's own grants", error.label
         )
         facts = StackFacts("", "DELETE_IN_PROGRESS")
-    problem = refusal(request_type, facts, logical_id, stack_id)
+    problem = refusal(request_type, facts, logical_id, stack_id, str(event.get("PhysicalResourceId") or ""))
     if problem is not None and not (request_type == "Delete" and facts.resource_status == "DELETE_IN_PROGRESS"):
         return _refuse(problem, failure_id)
     event_run = _Event(
@@ -209,19 +219,21 @@ def handle_event(
         success_id=success_id,
         failure_id=failure_id,
         item_retry=item_retry,
+        store=store,
     )
     try:
-        return event_run.run()
+        return event_run.run(state)
     except StoreError as error:
-        logger.error("State store failed (%s); the answer is FAILED", error.label)
-        return Answer(
-            FAILED,
-            failure_id,
-            clip(
-                f"State store (DynamoDB table {environment.table}) failed: {error}; nothing more was changed",
-                MAX_REASON,
-            ),
-        )
+        return _store_failed(error, environment, failure_id)
+
+
+def _store_failed(error: StoreError, environment: Environment, failure_id: str) -> Answer:
+    logger.error("State store failed (%s); the answer is FAILED", error.label)
+    return Answer(
+        FAILED,
+        failure_id,
+        clip(f"State store (DynamoDB table {environment.table}) failed: {error}; nothing more was changed", MAX_REASON),
+    )
 
 
 @dataclass
@@ -238,6 +250,7 @@ class _Event:
     success_id: str
     failure_id: str
     item_retry: ItemRetry | None
+    store: StateStore
 
     @property
     def request_type(self) -> str:
@@ -255,20 +268,9 @@ class _Event:
     def phase(self) -> Phase:
         return self.facts.phase
 
-    def run(self) -> Answer:
-        store = StateStore(self.clients.dynamodb, self.environment.table, clock=self.clocks.wall)
-        self.store = store
-        state = store.load_stack(self.claimant.stack_id)
+    def run(self, state: StackState) -> Answer:
+        store = self.store
         record = state.resource(self.claimant)
-        earlier = record.answered.get(self.request_id)
-        if earlier is not None:
-            logger.info(
-                "%s %s was answered before (%s): answering the same, no AppStream call",
-                self.request_type,
-                self.request_id,
-                earlier.status,
-            )
-            return Answer(earlier.status, earlier.physical_id, earlier.reason)
         owner = Owner(
             self.claimant,
             self.request_id,

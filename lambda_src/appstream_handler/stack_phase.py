@@ -99,10 +99,31 @@ def stack_name_of(stack_id: str) -> str:
     return parts[1] if len(parts) >= 3 and parts[0].endswith(":stack") else stack_id
 
 
-def refusal(request_type: str, facts: StackFacts, logical_id: str, stack_id: str) -> str | None:
+CLEANUP_PHASES = frozenset({"UPDATE_COMPLETE_CLEANUP_IN_PROGRESS", "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS"})
+"""Phases in which CloudFormation deletes the other physical resource of a replaced one."""
+
+
+def is_replaced_delete(request_type: str, facts: StackFacts, physical_id: str) -> bool:
+    """A cleanup Delete of a replaced resource's other physical id.
+
+    CloudFormation reports the logical id's current resource (the one that stays, not in progress),
+    so such a Delete is recognised by its phase and by a physical id that is not the current one.
+    """
+    return (
+        request_type == "Delete"
+        and facts.stack_status in CLEANUP_PHASES
+        and bool(physical_id)
+        and bool(facts.physical_id)
+        and physical_id != facts.physical_id
+    )
+
+
+def refusal(request_type: str, facts: StackFacts, logical_id: str, stack_id: str, physical_id: str = "") -> str | None:
     """Why CloudFormation cannot be waiting for this event's answer, or None when it can be."""
     name = stack_name_of(stack_id)
     expected = IN_PROGRESS[request_type]
+    if is_replaced_delete(request_type, facts, physical_id):
+        return None
     if facts.stack_status not in PHASES_OF_REQUEST[request_type]:
         return (
             f"Refused: stack {name} is {facts.stack_status or 'in an unknown state'}, in which CloudFormation "
