@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aws_cdk import CfnResource, CustomResource, Stack
 from aws_cdk import aws_appstream as appstream
 
+from constructs_lib._records import Declaration
 from constructs_lib._tokens import is_unresolved
-
-if TYPE_CHECKING:
-    from constructs_lib.association import UserStackAssociation
 
 
 def _referenced_logical_ids(value: Any) -> set[str]:
@@ -67,9 +65,9 @@ def _same_stack(construct: CfnResource, stack: Stack) -> bool:
     return Stack.of(construct).node.path == stack.node.path
 
 
-def order_associations(stack: Stack, associations: Iterable[UserStackAssociation]) -> None:
+def order_declarations(stack: Stack, declarations: Iterable[Declaration]) -> None:
     """Make each association's custom resources depend on the AppStream stacks and users it names."""
-    associations = list(associations)
+    associations = list(declarations)
     if not associations:
         return
     resolver = _Resolver(stack)
@@ -90,12 +88,13 @@ def order_associations(stack: Stack, associations: Iterable[UserStackAssociation
         stack_refs = _referenced_logical_ids(stack_name)
         for appstream_stack in stacks_by_name.get(json.dumps(stack_name, sort_keys=True), []):
             if resolver.logical_id(appstream_stack) not in stack_refs:
-                for resource in association.resources:
-                    _depend(resource, appstream_stack)
+                for shard in association.shards:
+                    _depend(shard.resource, appstream_stack)
         if not users_by_name:
             continue
         auth_key = resolver.key(association.authentication_type)
-        for resource, user_names in zip(association.resources, association.shard_user_names, strict=True):
+        for shard in association.shards:
+            resource, user_names = shard.resource, shard.user_names
             if is_unresolved(list(user_names)):
                 continue
             for user_name in user_names:

@@ -1,57 +1,63 @@
-"""The per-stack backing function shared by every ``UserStackAssociation`` of a CDK stack.
+"""The per-stack parts shared by every ``UserStackAssociation`` of a CDK stack.
 
 One :class:`AssociationProvider` lives directly under the stack with the fixed id
 :data:`PROVIDER_ID`. It holds the Lambda ``Function``, its ``LogGroup``, its execution role (its
-own ``Role`` with no managed policies, or the caller's) and one ``iam.Policy`` holding every
-permission of the function, whose AppStream batch permissions grow as associations register
-their stack names.
+own ``Role`` with no managed policies, or the caller's), the state store (a DynamoDB table of its
+own, or the caller's shared one), the deployment marker (one
+``Custom::AppStreamUserStackAssociationDeployment`` every association depends on), the base
+``Policy`` and one batch policy per AppStream stack name.
 
 Why one function per stack, and not one per combination of settings: a custom resource's
 ``ServiceToken`` cannot change ("Modifying service token is not allowed"), so a function whose
 identity depended on its settings would make every later change of a setting fail the
-deployment. The function keeps its logical id; its settings change in place.
+deployment. The function keeps its logical id; its settings change in place. Function-level
+settings (:class:`FunctionSettings`) are therefore shared: the first association of a stack
+decides them; a later one may repeat them or leave them out, and a different value is an error
+naming both associations (aws-cdk#13601).
 
-Function-level settings (:class:`FunctionSettings`) are therefore shared: the first association
-of a stack creates the function with its settings (defaults for those it leaves out); a later
-association may repeat them or leave them out, and one that asks for a different value is
-rejected with an error naming both associations, instead of being silently ignored
-(aws-cdk#13601).
+The provider does not hold the associations: each registers a frozen
+:class:`~constructs_lib._records.Declaration` (see there for why).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jsii
 from aws_cdk import (
     Acknowledgment,
     Annotations,
     Aspects,
+    Aws,
     CfnResource,
+    CustomResource,
     Duration,
     IAspect,
+    IListProducer,
     INumberProducer,
     IResolveContext,
+    IStringProducer,
     Lazy,
     RemovalPolicy,
     Stack,
     Validations,
 )
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct, IConstruct, IValidation
 
 from constructs_lib import _asset, _timing
-from constructs_lib._ordering import order_associations
+from constructs_lib._handler import rules
+from constructs_lib._ordering import order_declarations
+from constructs_lib._records import Declaration
 from constructs_lib._tokens import is_unresolved
-from constructs_lib._validation import python_version
-
-if TYPE_CHECKING:
-    from constructs_lib.association import UserStackAssociation
+from constructs_lib._validation import FunctionSettings, overlap_problems, python_version, settings_conflicts
+from constructs_lib._version import __version__
 
 PROVIDER_ID = "AppStreamUserStackAssociationProvider"
 """Construct id of the shared provider, directly under the stack (public contract)."""
@@ -59,12 +65,22 @@ PROVIDER_ID = "AppStreamUserStackAssociationProvider"
 BATCH_ACTIONS = ("appstream:BatchAssociateUserStack", "appstream:BatchDisassociateUserStack")
 DESCRIBE_ACTION = "appstream:DescribeUserStackAssociations"
 LOG_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
+STATE_ACTIONS = (
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "dynamodb:UpdateItem",
+    "dynamodb:ConditionCheckItem",
+)
+"""What the handler does to the state table (TransactWriteItems needs UpdateItem and ConditionCheckItem)."""
+STACK_READ_ACTIONS = ("cloudformation:DescribeStacks", "cloudformation:DescribeStackResource")
+"""What the handler reads of its own stack (the phase and the resource's status)."""
 
 ARCHITECTURE = lambda_.Architecture.ARM_64
 MEMORY_SIZE_MIB = 256
 # Lambda's minimum: an async event not started within a minute is dropped, not run late.
 MAX_EVENT_AGE_SECONDS = 60
-ENVIRONMENT = {"LOG_LEVEL": "INFO"}
+TABLE_TTL_ATTRIBUTE = "expires"
 
 DEFAULT_LOG_RETENTION = logs.RetentionDays.ONE_YEAR
 DEFAULT_LOG_REMOVAL_POLICY = RemovalPolicy.RETAIN
@@ -81,51 +97,31 @@ def newest_python_runtime() -> lambda_.Runtime:
     return max(versioned, key=lambda item: item[0])[1]
 
 
-@dataclass(frozen=True)
-class FunctionSettings:
-    """Settings of the shared function; None leaves a setting to the stack's function.
-
-    See :class:`~constructs_lib.UserStackAssociation` for their meaning and defaults.
-    """
-
-    runtime: lambda_.Runtime | None = None
-    timeout: Duration | None = None
-    role: iam.IRole | None = None
-    log_retention: logs.RetentionDays | None = None
-    log_removal_policy: RemovalPolicy | None = None
-
-
-def _shown(name: str, value: object) -> str:
-    if value is None:
-        return "default" if name != "timeout" else "default (sized to the work)"
-    if isinstance(value, lambda_.Runtime):
-        return value.name
-    if isinstance(value, Duration):
-        return f"{value.to_seconds():g} s"
-    if name == "role":
-        return str(value.node.path)  # type: ignore[attr-defined]
-    return str(getattr(value, "name", value))
-
-
-def _same(name: str, left: object, right: object) -> bool:
-    if left is None or right is None:
-        return left is right
-    if name == "runtime":
-        return bool(left.name == right.name)  # type: ignore[attr-defined]
-    if name == "timeout":
-        return bool(left.to_seconds() == right.to_seconds())  # type: ignore[attr-defined]
-    if name == "role":
-        return bool(left.node.path == right.node.path)  # type: ignore[attr-defined]
-    return left == right
-
-
 @jsii.implements(INumberProducer)
-class _Producer:
+class _Number:
     def __init__(self, produce: Any) -> None:
         self._produce = produce
 
     def produce(self, context: IResolveContext) -> int:
         return int(self._produce())
+
+
+@jsii.implements(IStringProducer)
+class _String:
+    def __init__(self, produce: Any) -> None:
+        self._produce = produce
+
+    def produce(self, context: IResolveContext) -> str:
+        return str(self._produce())
+
+
+@jsii.implements(IListProducer)
+class _List:
+    def __init__(self, produce: Any) -> None:
+        self._produce = produce
+
+    def produce(self, context: IResolveContext) -> list[str]:
+        return list(self._produce())
 
 
 @jsii.implements(IAspect)
@@ -141,28 +137,24 @@ class _Finalize:
 
 
 @jsii.implements(IValidation)
-class _DropImpliedRoleDependency:
-    """Removes the function's ``DependsOn`` on its role, which its ``Role: Fn::GetAtt`` implies.
+class _AcrossStacks:
+    """Stacks of one app that declare the same association must share one state store."""
 
-    ``lambda.Function`` adds a dependency on its whole role construct, so that a role's default
-    policy exists before the function. This role has no default policy (the permissions are
-    in the provider's ``Policy``, which each custom resource depends on), so the only
-    dependency left is one CloudFormation derives from the ``Fn::GetAtt`` already, and cfn-lint
-    reports it (W3005). Dependencies become ``DependsOn`` entries after aspects run and before
-    validation, so this runs as a validation, and reports nothing.
-    """
-
-    def __init__(self, function: CfnResource, role: CfnResource) -> None:
-        self._function = function
-        self._role = role
+    def __init__(self, provider: AssociationProvider) -> None:
+        self._provider = provider
 
     def validate(self) -> list[str]:
-        self._function.remove_resource_dependency(self._role)
-        return []
+        return self._provider.overlap_problems()
+
+
+def table_identity(table: dynamodb.ITable) -> str:
+    """What tells two tables apart at synthesis: the construct path, or the imported name."""
+    name = table.table_name
+    return f"name:{name}" if not is_unresolved(name) else f"path:{table.node.path}"
 
 
 class AssociationProvider(Construct):
-    """Shared function, role and policy backing ``Custom::AppStreamUserStackAssociation``.
+    """Shared function, role, state store, policies and deployment marker of a stack's associations.
 
     Use :meth:`of` rather than the constructor.
     """
@@ -173,10 +165,10 @@ class AssociationProvider(Construct):
         """The settings the function was created with (None: default)."""
         self.created_by = created_by
         """Path of the association that created the provider."""
-        self.associations: list[UserStackAssociation] = []
-        """Every association using this provider, in construction order."""
-        self._registered_users: dict[tuple[str, str, str], str] = {}
+        self.declarations: list[Declaration] = []
+        """What every association using this provider declares, in construction order."""
         self._finalized_warning = False
+        self._marker: tuple[str, list[str]] | None = None
 
         # An explicit log group, created before the function (the function references it), so
         # that the first invocation cannot race CloudFormation into creating it.
@@ -186,32 +178,43 @@ class AssociationProvider(Construct):
             retention=settings.log_retention or DEFAULT_LOG_RETENTION,
             removal_policy=settings.log_removal_policy or DEFAULT_LOG_REMOVAL_POLICY,
         )
-
-        # No managed policy: everything the function may do is in the one Policy below, which the
-        # custom resources depend on, so it outlives them on deletion (logs included).
         self.role: iam.IRole = settings.role or iam.Role(
             self,
             "Role",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description="Runs the AppStream user-stack association custom resource handler",
         )
+        self.table: dynamodb.ITable = settings.state_table or dynamodb.Table(
+            self,
+            "State",
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            time_to_live_attribute=TABLE_TTL_ATTRIBUTE,
+            # Deleted with the stack, after every association (they depend on the function, which
+            # references the table): the claims it holds mean nothing once the stack is gone.
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        """The state store: what each association resource claims (see the README's "State store")."""
 
         self._stack_policies: dict[str, iam.Policy] = {}
-        describe_statement = iam.PolicyStatement(
-            # DescribeUserStackAssociations has no resource type: it can only be granted on "*".
-            actions=[DESCRIBE_ACTION],
-            resources=["*"],
-        )
-        logs_statement = iam.PolicyStatement(
-            # The inline equivalent of AWSLambdaBasicExecutionRole, scoped to the function's log
-            # group (its Arn attribute ends in ":*", which covers the log streams).
-            actions=list(LOG_ACTIONS),
-            resources=[self.log_group.log_group_arn],
-        )
         self.policy = iam.Policy(
             self,
             "Policy",
-            statements=[describe_statement, logs_statement],
+            statements=[
+                # DescribeUserStackAssociations has no resource type: it can only be granted on "*".
+                iam.PolicyStatement(actions=[DESCRIBE_ACTION], resources=["*"]),
+                # The inline equivalent of AWSLambdaBasicExecutionRole, scoped to the function's
+                # log group (its Arn attribute ends in ":*", which covers the log streams).
+                iam.PolicyStatement(actions=list(LOG_ACTIONS), resources=[self.log_group.log_group_arn]),
+                iam.PolicyStatement(actions=list(STATE_ACTIONS), resources=[self.table.table_arn]),
+                # The function's own stack only: the phase of a deployment and a resource's status.
+                iam.PolicyStatement(actions=list(STACK_READ_ACTIONS), resources=[Aws.STACK_ID]),
+            ],
             roles=[self.role],
         )
         self._acknowledge_describe_wildcard()
@@ -219,14 +222,14 @@ class AssociationProvider(Construct):
         staged = _asset.stage_asset()
         if not _asset.has_handler_module(staged):
             Annotations.of(self).add_warning_v2(
-                "appstream-usa:missing-handler",
+                "appstream-associations:missing-handler",
                 f"the Lambda asset {str(staged)!r} has no {_asset.HANDLER_MODULE}: the handler "
                 "index.handler will fail at run time and CloudFormation will wait for a response",
             )
         timeout = (
             settings.timeout
             if settings.timeout is not None
-            else Duration.seconds(Lazy.uncached_number(_Producer(self.timeout_seconds)))
+            else Duration.seconds(Lazy.uncached_number(_Number(self.timeout_seconds)))
         )
         self.function = lambda_.Function(
             self,
@@ -238,25 +241,48 @@ class AssociationProvider(Construct):
             code=lambda_.Code.from_asset(str(staged)),
             timeout=timeout,
             memory_size=MEMORY_SIZE_MIB,
-            environment=dict(ENVIRONMENT),
+            environment={
+                "LOG_LEVEL": "INFO",
+                "OWN_STACK_ID": Aws.STACK_ID,
+                "STATE_TABLE": self.table.table_name,
+                "APPSTREAM_ASSOCIATIONS_VERSION": __version__,
+            },
             role=self.role,
             log_group=self.log_group,
             # CloudFormation invokes asynchronously. A Lambda retry, or an event that waited in a
-            # throttled queue, could run after CloudFormation gave up (ServiceTimeout) and rolled
-            # back, and associate users nothing would ever remove: the handler answers every event
-            # itself, so a late second run is never wanted.
+            # throttled queue, could run after CloudFormation gave up (ServiceTimeout): the handler
+            # answers every event itself, so a late second run is never wanted.
             retry_attempts=0,
             max_event_age=Duration.seconds(MAX_EVENT_AGE_SECONDS),
         )
-        role_resource = self.role.node.default_child
         function_resource = self.function.node.default_child
-        if (
-            isinstance(role_resource, CfnResource)
-            and isinstance(function_resource, CfnResource)
-            and Stack.of(role_resource).node.path == Stack.of(self).node.path
-        ):
-            self.function.node.add_validation(_DropImpliedRoleDependency(function_resource, role_resource))
+        if isinstance(function_resource, CfnResource):
+            # lambda.Function adds a DependsOn on its role, which its Role: Fn::GetAtt implies
+            # already (cfn-lint W3005): acknowledged here, on this resource only.
+            function_resource.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})
+
+        invoke_config = self.function.node.try_find_child("EventInvokeConfig")
+        self.deployment = CustomResource(
+            self,
+            "Deployment",
+            service_token=self.function.function_arn,
+            resource_type=rules.DEPLOYMENT_RESOURCE_TYPE,
+            properties={
+                "Generation": Lazy.uncached_string(_String(self._generation)),
+                "References": Lazy.uncached_list(_List(self._references)),
+            },
+        )
+        """Marks where each deployment of this stack begins and when it has succeeded."""
+        deployment_resource = self.deployment.node.default_child
+        assert isinstance(deployment_resource, CfnResource)
+        deployment_resource.add_property_override(
+            "ServiceTimeout", Lazy.uncached_number(_Number(self.default_service_timeout_seconds))
+        )
+        self.deployment.node.add_dependency(self.policy)
+        if invoke_config is not None:
+            self.deployment.node.add_dependency(invoke_config)
         Aspects.of(self).add(_Finalize(self))
+        self.node.add_validation(_AcrossStacks(self))
 
     def _acknowledge_describe_wildcard(self) -> None:
         """Acknowledge AwsSolutions-IAM5 for ``Resource::*`` on this policy's resource only.
@@ -290,7 +316,9 @@ class AssociationProvider(Construct):
         existing = cls.find(scope)
         if existing is None:
             return cls(Stack.of(scope), PROVIDER_ID, settings=wanted, created_by=requester)
-        problems = existing.settings_conflicts(wanted)
+        problems = settings_conflicts(
+            existing.settings, wanted, created_by=existing.created_by, where=existing.node.path
+        )
         if problems:
             raise ValueError("; ".join(problems))
         return existing
@@ -308,44 +336,6 @@ class AssociationProvider(Construct):
                 f"AssociationProvider ({type(existing).__name__}); that construct id is reserved"
             )
         return existing
-
-    def settings_conflicts(self, wanted: FunctionSettings) -> list[str]:
-        """Problems with sharing this provider's function with an association asking for ``wanted``."""
-        problems = []
-        for field in fields(FunctionSettings):
-            asked = getattr(wanted, field.name)
-            have = getattr(self.settings, field.name)
-            if asked is None or _same(field.name, asked, have):
-                continue
-            problems.append(
-                f"{field.name} {_shown(field.name, asked)} differs from the {_shown(field.name, have)} "
-                f"of the function that {self.created_by or 'another association'} created for this stack "
-                f"({self.node.path}); all UserStackAssociations of a stack share one function: give "
-                f"{field.name} to the first of them, and the same value or none to the others"
-            )
-        return problems
-
-    def conflicts(self, *, stack_name: str, authentication_type: str, user_names: list[str]) -> list[str]:
-        """Return problems for users that another association of this stack already manages.
-
-        Two custom resources managing the same association would undo each other (deleting or
-        updating one removes the other's user). Unresolved tokens cannot be compared: skipped.
-        """
-        if any(is_unresolved(value) for value in (stack_name, authentication_type)):
-            return []
-        if is_unresolved(user_names):
-            return []
-        clashes: dict[str, list[str]] = {}
-        for user in user_names:
-            owner = self._registered_users.get((stack_name, authentication_type, user))
-            if owner is not None and not is_unresolved(user):
-                clashes.setdefault(owner, []).append(user)
-        return [
-            f"user_names {users[:5]!r}{' and more' if len(users) > 5 else ''} are already associated with "
-            f"stack {stack_name!r} ({authentication_type}) by {owner}; manage each user of a stack in one "
-            "UserStackAssociation only"
-            for owner, users in clashes.items()
-        ]
 
     def stack_policy(self, stack_name: str, owner_path: str) -> iam.Policy:
         """The policy allowing the batch actions on one AppStream stack, one per stack name.
@@ -371,37 +361,60 @@ class AssociationProvider(Construct):
             self._stack_policies[key] = policy
         return policy
 
-    def register(self, association: UserStackAssociation) -> None:
-        """Remember the association and its users (for ordering, timeouts and conflicts)."""
-        self.associations.append(association)
-        stack_name = association.stack_name
-        authentication_type = association.authentication_type
-        if is_unresolved(stack_name) or is_unresolved(authentication_type):
-            return
-        if is_unresolved(association.user_names):
-            return
-        path = association.node.path
-        for user in association.user_names:
-            if not is_unresolved(user):
-                self._registered_users[(stack_name, authentication_type, user)] = path
+    def register(self, declaration: Declaration) -> None:
+        """Remember what one association declares (for ordering, timeouts and the marker)."""
+        self.declarations.append(declaration)
+        for shard in declaration.shards:
+            shard.resource.node.add_dependency(self.deployment)
+
+    # The deployment marker's properties --------------------------------------------------------
+
+    def _association_properties(self) -> list[Any]:
+        stack = Stack.of(self)
+        described = []
+        for declaration in self.declarations:
+            for shard in declaration.shards:
+                cfn = shard.resource.node.default_child
+                assert isinstance(cfn, CfnResource)
+                described.append([stack.resolve(cfn.logical_id), stack.resolve(dict(shard.properties))])
+        return described
+
+    def _marker_properties(self) -> tuple[str, list[str]]:
+        """The marker's ``Generation`` and ``References``, computed once at synthesis (in :meth:`finalize`)."""
+        if self._marker is None:
+            text = json.dumps(self._association_properties(), sort_keys=True, separators=(",", ":"), default=str)
+            references: list[str] = []
+            for declaration in self.declarations:
+                for shard in declaration.shards:
+                    for value in shard.properties.values():
+                        values = value if isinstance(value, list) else [value]
+                        references += [item for item in values if isinstance(item, str) and is_unresolved(item)]
+            self._marker = (hashlib.sha256(text.encode("utf-8")).hexdigest(), references)
+        return self._marker
+
+    def _generation(self) -> str:
+        """A digest of every association's properties as synthesized (intrinsics included)."""
+        return self._marker_properties()[0]
+
+    def _references(self) -> list[str]:
+        """Every value of the associations' properties known only at deployment (Ref, GetAtt, ...).
+
+        CloudFormation resolves them in the marker's properties too, so a deployment that changes
+        only what a reference resolves to (a replaced ``CfnStack`` with a new name) updates the
+        marker as well, and starts a new epoch like any other.
+        """
+        return self._marker_properties()[1]
 
     # Timeouts ---------------------------------------------------------------------------------
 
     def needed_seconds(self) -> int:
         """Seconds the function needs for the largest shard it serves (see :mod:`_timing`)."""
-        users_per_stack: dict[str, int] = {}
-        for association in self.associations:
-            users_per_stack[association.stack_name] = users_per_stack.get(association.stack_name, 0) + sum(
-                association._shard_sizes_for_timing()
-            )
-        work = 0
-        for association in self.associations:
-            # A token (a float) counts as one call at a time.
-            concurrency = association.max_concurrency if isinstance(association.max_concurrency, int) else 1
-            stack_users = users_per_stack[association.stack_name]
-            for users in association._shard_sizes_for_timing():
-                work = max(work, _timing.shard_work_seconds(users, concurrency, stack_users))
-        return _timing.needed_seconds(work)
+        shards = []
+        for declaration in self.declarations:
+            key = declaration.stack_name  # a token's string is unique to it
+            concurrency = declaration.max_concurrency if isinstance(declaration.max_concurrency, int) else 1
+            shards.extend((key, shard.timing_users, concurrency) for shard in declaration.shards)
+        return _timing.needed_for_shards(shards)
 
     def timeout_seconds(self) -> int:
         """The function's timeout in seconds: the given one, or the one sized to the work."""
@@ -413,17 +426,45 @@ class AssociationProvider(Construct):
         """``ServiceTimeout`` of custom resources that do not set ``service_timeout``."""
         return _timing.default_service_timeout_seconds(self.timeout_seconds())
 
+    # Synthesis ------------------------------------------------------------------------------
+
     def finalize(self) -> None:
         """Synthesis-time work over every association of the stack (run once, from an aspect)."""
-        order_associations(Stack.of(self), self.associations)
+        order_declarations(Stack.of(self), self.declarations)
+        self._marker = None
+        self._marker_properties()
         needed = self.needed_seconds()
         timeout = self.timeout_seconds()
         if needed > timeout and not self._finalized_warning:
             self._finalized_warning = True
             Annotations.of(self.function).add_warning_v2(
-                "appstream-usa:timeout-short",
+                "appstream-associations:timeout-short",
                 f"the largest shard may need about {needed} s in the worst case (every AppStream call "
-                f"slow), more than the function's timeout of {timeout} s: the handler stops early, "
-                "undoes its work and fails the deployment. Raise max_concurrency, use more shards, "
-                "or raise timeout",
+                f"slow, or paced at {rules.ASSUMED_CALLS_PER_SECOND:g} call/s), more than the function's "
+                f"timeout of {timeout} s: the handler stops early, undoes its work and fails the "
+                "deployment. Raise max_concurrency, use more shards, or raise timeout",
             )
+
+    def overlap_problems(self) -> list[str]:
+        """Associations this stack declares that another stack of the app declares with another state store."""
+        mine = set().union(*(declaration.literal_associations() for declaration in self.declarations))
+        if not mine:
+            return []
+        others = [
+            construct
+            for construct in self.node.root.node.find_all()
+            if isinstance(construct, AssociationProvider) and construct is not self
+        ]
+        return overlap_problems(
+            self.node.path,
+            table_identity(self.table),
+            mine,
+            [
+                (
+                    other.node.path,
+                    table_identity(other.table),
+                    set().union(*(declaration.literal_associations() for declaration in other.declarations)),
+                )
+                for other in others
+            ],
+        )

@@ -8,24 +8,11 @@ Membership: user ``u`` belongs to shard ``bucket(u) = sha256(u) mod shards``. It
 user name and the shard count only, never on the other users, so adding or removing one user
 changes exactly one shard's properties.
 
-Why the shard count is chosen by the caller and never derived from the user count: a shard
-whose resource disappears from the template is deleted by CloudFormation in the cleanup phase,
-*after* every other resource was created or updated, and its Delete disassociates every user it
-held. If the count went down by itself when the list shrank (merging shards), users that moved
-into a surviving shard would be associated by that shard's Update and then disassociated by the
-old shard's Delete. No dependency can order a Delete before an Update, so a count that changes
-without the caller's knowledge cannot be made safe; a count written in the caller's code can.
-
-Raising the count is safe, with these rules:
-
-* Counts are powers of two, so a user moving from ``shards=S`` to ``shards=2S`` (or 4S, ...)
-  moves from shard ``k = h mod S`` to shard ``h mod 2S``, whose :func:`ancestors` include ``k``.
-  Every shard's resource depends on its :func:`parent`'s, so the old shard's Update (which
-  disassociates the user) completes before the new shard's Create (which associates it again):
-  the user is briefly disassociated, never lost.
-* The lower half of the shards (``0 .. shards/2 - 1``) must each hold a user, so that none of the
-  shards that may have existed under a smaller count is deleted in the same deployment.
-* Lowering the count merges shards and is not safe in one deployment (see the construct's docs).
+Changing the count, up or down, in one deployment is safe: a user that moves from one shard to
+another is claimed by its new shard before its old shard's claim goes (the handler's state store
+removes an association only when no resource declares it any more, and only once the deployment
+has succeeded; see ``appstream_handler.decide``). Counts are powers of two (1 to 64) so that
+raising the count splits shards rather than reshuffling every user.
 
 Unresolved tokens among the user names cannot be hashed at synth time: they go to shard 0.
 """
@@ -69,23 +56,6 @@ def bucket(user_name: str, shards: int) -> int:
     return int.from_bytes(digest[:8], "big") % shards
 
 
-def parent(shard: int) -> int | None:
-    """The shard that ``shard`` split from when the count doubled: its highest bit cleared."""
-    if shard == 0:
-        return None
-    return shard - (1 << (shard.bit_length() - 1))
-
-
-def ancestors(shard: int) -> list[int]:
-    """Every shard ``shard`` descends from, nearest first, ending with 0."""
-    found: list[int] = []
-    current = parent(shard)
-    while current is not None:
-        found.append(current)
-        current = parent(current)
-    return found
-
-
 def user_names_bytes(user_names: Sequence[str]) -> int:
     """Upper bound of the size of ``UserNames`` in a CloudFormation request, in bytes.
 
@@ -121,14 +91,12 @@ def split(user_names: Sequence[str], shards: int) -> tuple[tuple[str, ...], ...]
 
 
 def _fits(groups: tuple[tuple[str, ...], ...], limit: int) -> bool:
-    lower_half = groups[: max(1, len(groups) // 2)]
-    return all(lower_half) and all(user_names_bytes(group) <= limit for group in groups)
+    return all(user_names_bytes(group) <= limit for group in groups)
 
 
 def recommended_shards(user_names: Sequence[str]) -> int | None:
     """Smallest count whose shards each use at most half of :data:`MAX_USER_NAMES_BYTES`
-    (room for the list to double) and whose lower half holds users; None if none of
-    :data:`SHARD_COUNTS` does."""
+    (room for the list to double); None if none of :data:`SHARD_COUNTS` does."""
     for count in SHARD_COUNTS:
         if _fits(split(user_names, count), MAX_USER_NAMES_BYTES // 2):
             return count
@@ -171,15 +139,6 @@ def plan_shards(user_names: Sequence[str], shards: int) -> ShardPlan:
             f"{len(user_names)} user names are too many for shards={shards}: {where} takes {size:,} bytes, "
             f"and one custom resource may carry at most {MAX_USER_NAMES_BYTES:,} (CloudFormation sends "
             f"old and new user lists in one Lambda request of at most {LAMBDA_ASYNC_PAYLOAD_LIMIT:,} bytes); "
-            f"{_advice(user_names)}. Once deployed, raise shards but never lower it"
-        )
-    empty = [index for index, group in enumerate(groups[: shards // 2]) if not group]
-    if shards > 1 and empty:
-        problems.append(
-            f"shards={shards} is too many for {len(user_names)} user names: shard {empty[0]} would hold none, "
-            f"and shards 0 to {shards // 2 - 1} must each hold a user so that raising shards never deletes a "
-            "shard whose users moved; a new association should "
-            f"{_advice(user_names)}. A deployed association must not simply lower shards: see "
-            "'Lowering shards' in the UserStackAssociation docs"
+            f"{_advice(user_names)}"
         )
     return ShardPlan(shards=groups, problems=tuple(problems))

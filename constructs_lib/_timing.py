@@ -11,10 +11,20 @@ The function's timeout, unless given, is sized for the largest shard it serves::
     pages    = ceil(users declared on that AppStream stack / 500) + 1
                                                                # DescribeUserStackAssociations, +1 for
                                                                # associations made outside this stack
-    work     = 13 s * (pages + rounds)                         # every call at its worst case
+    overhead = 2 s * (5 + pages)                               # 2 CloudFormation reads, 3 state-store
+                                                               # calls, the Describe pages
+    calls    = max(13 s * rounds,                              # every batch call at its worst case, or
+                   batches / 1 call per second)                # AppStream paced to the assumed rate
+    work     = overhead + 30 s + calls                         # 30 s: a user or stack created in the
+                                                               # same deploy may not be visible yet
     needed   = 60 s + 2 * work                                 # 2x: forward half + undo half; 60 s for
                                                                # start-up and the answer
     timeout  = the first of 2, 3, 4, 5, 7, 10, 15 minutes that is >= needed (15 min at most)
+
+The assumed rate (:data:`rules.ASSUMED_CALLS_PER_SECOND`, one call per second) is what a busy
+account sustains under AppStream's unpublished per-account limit; at that rate one shard of 3,800
+users (152 batches) fits in the largest timeout, and the handler stops early enough to undo at the
+same pace if the rate is lower still.
 
 Rounding to a few steps keeps the timeout (and every shard's ``ServiceTimeout``, derived from it)
 unchanged when a user is added, so that adding a user updates one shard only. A token
@@ -33,12 +43,17 @@ CloudFormation's default hour.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 from constructs_lib._handler import rules
 
 CALL_SECONDS = rules.CALL_SECONDS
 """Worst case of one AppStream call attempt (the handler's connect + read timeouts)."""
 BASE_SECONDS = 60
+OVERHEAD_CALL_SECONDS = 2
+"""What each CloudFormation read and state-store call is budgeted (they are small and fast)."""
+FIXED_CALLS = 5
+"""Per event: DescribeStacks, DescribeStackResource, two state-store reads and the last write."""
 BATCH_SIZE = rules.BATCH_LIMIT
 DESCRIBE_PAGE_SIZE = rules.DESCRIBE_PAGE_SIZE
 TIMEOUT_STEPS: tuple[int, ...] = (120, 180, 240, 300, 420, 600, 900)
@@ -59,7 +74,9 @@ def shard_work_seconds(users: int, concurrency: int, stack_users: int) -> int:
     batches = math.ceil(users / BATCH_SIZE)
     rounds = math.ceil(batches / max(1, concurrency))
     pages = math.ceil(stack_users / DESCRIBE_PAGE_SIZE) + 1
-    return CALL_SECONDS * (pages + rounds)
+    overhead = OVERHEAD_CALL_SECONDS * (FIXED_CALLS + pages)
+    calls = max(CALL_SECONDS * rounds, math.ceil(batches / rules.ASSUMED_CALLS_PER_SECOND))
+    return overhead + math.ceil(rules.NOT_FOUND_WINDOW) + calls
 
 
 def needed_seconds(work_seconds: int) -> int:
@@ -75,3 +92,19 @@ def function_timeout_seconds(needed: int) -> int:
 def default_service_timeout_seconds(function_timeout: int) -> int:
     """``ServiceTimeout`` for a function timeout: twice the run, plus two minutes of margin."""
     return min(2 * function_timeout + 120, MAX_SERVICE_TIMEOUT_SECONDS)
+
+
+def needed_for_shards(shards: Iterable[tuple[str, int, int]]) -> int:
+    """Function time needed for the largest of ``shards``: (AppStream stack key, users, max_concurrency).
+
+    Users are summed per AppStream stack for the Describe pages (every association of the stack
+    on the same AppStream stack reads the same associations).
+    """
+    shards = list(shards)
+    per_stack: dict[str, int] = {}
+    for key, users, _ in shards:
+        per_stack[key] = per_stack.get(key, 0) + users
+    work = max(
+        (shard_work_seconds(users, concurrency, per_stack[key]) for key, users, concurrency in shards), default=0
+    )
+    return needed_seconds(work)

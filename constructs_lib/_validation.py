@@ -1,4 +1,10 @@
-"""Synth-time validation of :class:`~constructs_lib.UserStackAssociation` arguments.
+"""Synth-time validation of :class:`~constructs_lib.UserStackAssociation`: the one home of every check.
+
+The arguments (:func:`validate_association`, which also checks the split into shards and the
+function-level settings against the stack's shared function), the function-level settings
+(:func:`settings_conflicts`), the service timeout against the function's final timeout
+(:class:`ServiceTimeoutCheck`, a validation run at synthesis), and associations that two stacks
+of one app declare without sharing one state store (:func:`overlap_problems`).
 
 Every rule here mirrors the AppStream 2.0 API model (botocore ``appstream/2016-12-01``),
 so that a mistake fails ``cdk synth`` instead of a deployment half an hour later.
@@ -9,13 +15,18 @@ CDK tokens (``Token.is_unresolved``) cannot be checked at synth time and are ski
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields
 
+import jsii
 from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from constructs import IValidation
 
-from constructs_lib import _timing
+from constructs_lib import _sharding, _timing
 from constructs_lib._handler import rules
 from constructs_lib._sharding import SHARD_COUNTS
 from constructs_lib._tokens import is_unresolved
@@ -25,6 +36,9 @@ AUTHENTICATION_TYPES: tuple[str, ...] = rules.AUTHENTICATION_TYPES
 
 MIN_PYTHON = (3, 11)
 """Oldest Python runtime the handler supports."""
+
+EXISTING_ASSOCIATIONS = ("adopt", "keep")
+"""``existing_associations``: what becomes of an association that existed before it was declared."""
 
 
 class AssociationValidationError(ValueError):
@@ -187,6 +201,24 @@ def _validate_role(role: object) -> list[str]:
     return [f"role must be an iam.IRole (e.g. iam.Role or iam.Role.from_role_arn(...)), got {type(role).__name__}"]
 
 
+def _validate_existing(value: object) -> list[str]:
+    if value in EXISTING_ASSOCIATIONS:
+        return []
+    return [
+        f"existing_associations {value!r} must be 'adopt' (associations that existed before are managed once a "
+        "deployment that declares them succeeds) or 'keep' (they are never removed by this association)"
+    ]
+
+
+def _validate_table(table: object) -> list[str]:
+    if table is None or (hasattr(table, "table_arn") and hasattr(table, "node")):
+        return []
+    return [
+        f"state_table must be an aws_dynamodb.ITable (e.g. a Table of another stack, or Table.from_table_name), "
+        f"got {type(table).__name__}"
+    ]
+
+
 def _validate_enum(name: str, value: object, kind: type, example: str) -> list[str]:
     if value is None or isinstance(value, kind):
         return []
@@ -207,9 +239,14 @@ def validate_association(
     role: object = None,
     log_retention: object = None,
     log_removal_policy: object = None,
+    existing_associations: object = "adopt",
+    state_table: object = None,
 ) -> list[str]:
-    """Return every problem with the given arguments (an empty list when they are valid)."""
-    return [
+    """Return every problem with the given arguments (an empty list when they are valid).
+
+    Valid arguments are also split into shards here; a split that cannot be used is a problem too.
+    """
+    problems = [
         *_validate_stack_name(stack_name),
         *_validate_user_names(user_names),
         *_validate_authentication_type(authentication_type),
@@ -235,7 +272,12 @@ def validate_association(
         *_validate_role(role),
         *_validate_enum("log_retention", log_retention, logs.RetentionDays, "RetentionDays.ONE_YEAR"),
         *_validate_enum("log_removal_policy", log_removal_policy, RemovalPolicy, "RemovalPolicy.RETAIN"),
+        *_validate_existing(existing_associations),
+        *_validate_table(state_table),
     ]
+    if not problems and isinstance(shards, int) and isinstance(user_names, Sequence):
+        problems += _sharding.plan_shards(sort_user_names(user_names), shards).problems
+    return problems
 
 
 def sort_user_names(user_names: Sequence[str]) -> list[str]:
@@ -249,3 +291,108 @@ def sort_user_names(user_names: Sequence[str]) -> list[str]:
     literal = sorted(name for name in names if not is_unresolved(name))
     tokens = [name for name in names if is_unresolved(name)]
     return literal + tokens
+
+
+@dataclass(frozen=True)
+class FunctionSettings:
+    """Settings of the shared function; None leaves a setting to the stack's function.
+
+    See :class:`~constructs_lib.UserStackAssociation` for their meaning and defaults.
+    """
+
+    runtime: lambda_.Runtime | None = None
+    timeout: Duration | None = None
+    role: iam.IRole | None = None
+    log_retention: logs.RetentionDays | None = None
+    log_removal_policy: RemovalPolicy | None = None
+    state_table: dynamodb.ITable | None = None
+
+
+def _shown(name: str, value: object) -> str:
+    if value is None:
+        return "default" if name != "timeout" else "default (sized to the work)"
+    if isinstance(value, lambda_.Runtime):
+        return value.name
+    if isinstance(value, Duration):
+        return f"{value.to_seconds():g} s"
+    if name in ("role", "state_table"):
+        return str(value.node.path)  # type: ignore[attr-defined]
+    return str(getattr(value, "name", value))
+
+
+def _same(name: str, left: object, right: object) -> bool:
+    if left is None or right is None:
+        return left is right
+    if name == "runtime":
+        return bool(left.name == right.name)  # type: ignore[attr-defined]
+    if name == "timeout":
+        return bool(left.to_seconds() == right.to_seconds())  # type: ignore[attr-defined]
+    if name in ("role", "state_table"):
+        return bool(left.node.path == right.node.path)  # type: ignore[attr-defined]
+    return left == right
+
+
+def settings_conflicts(have: FunctionSettings, wanted: FunctionSettings, *, created_by: str, where: str) -> list[str]:
+    """Problems with sharing a function that has ``have`` with an association asking for ``wanted``."""
+    problems = []
+    for field in fields(FunctionSettings):
+        asked = getattr(wanted, field.name)
+        existing = getattr(have, field.name)
+        if asked is None or _same(field.name, asked, existing):
+            continue
+        problems.append(
+            f"{field.name} {_shown(field.name, asked)} differs from the {_shown(field.name, existing)} "
+            f"of the function that {created_by or 'another association'} created for this stack "
+            f"({where}); all UserStackAssociations of a stack share one function: give "
+            f"{field.name} to the first of them, and the same value or none to the others"
+        )
+    return problems
+
+
+def overlap_problems(
+    path: str,
+    table: str,
+    mine: set[tuple[str, str, str]],
+    others: Iterable[tuple[str, str, set[tuple[str, str, str]]]],
+) -> list[str]:
+    """Associations declared by this stack and by another one of the app with another state store.
+
+    Two stacks that each keep their own record would each remove a shared user when deleted (or
+    when one stops declaring it): they must share one table to see each other's claims.
+    """
+    problems = []
+    for other_path, other_table, theirs in others:
+        shared = sorted(mine & theirs)
+        if not shared or other_table == table:
+            continue
+        if path > other_path:
+            continue  # reported once, by the first of the two
+        shown = ", ".join(f"{user} on {stack}" for stack, user, _ in shared[:3])
+        more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
+        problems.append(
+            f"{path} and {other_path} both declare {shown}{more} but keep separate state stores, so deleting one "
+            "stack (or dropping a user from it) would remove what the other still declares: create one "
+            "aws_dynamodb.Table (partition key 'pk', sort key 'sk', strings) in a stack both depend on and pass it "
+            "as state_table= to the UserStackAssociations of both stacks"
+        )
+    return problems
+
+
+@jsii.implements(IValidation)
+class ServiceTimeoutCheck:
+    """A given ``service_timeout`` must outlast the function's timeout (known only at synthesis)."""
+
+    def __init__(self, timeout_seconds: Callable[[], int], service_timeout: Duration) -> None:
+        self._timeout_seconds = timeout_seconds
+        self._seconds = int(service_timeout.to_seconds())
+
+    def validate(self) -> list[str]:
+        timeout = self._timeout_seconds()
+        least = timeout + _timing.SERVICE_TIMEOUT_MARGIN_SECONDS
+        if self._seconds >= least:
+            return []
+        return [
+            f"service_timeout is {self._seconds} s but the stack's association function may run "
+            f"{timeout} s: CloudFormation would give up before the answer; give at least {least} s "
+            "or leave service_timeout out"
+        ]

@@ -2,43 +2,32 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import jsii
 from aws_cdk import CfnResource, CustomResource, Duration, INumberProducer, IResolveContext, Lazy, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
-from constructs import Construct, IValidation
+from constructs import Construct
 
-from constructs_lib import _sharding, _timing
+from constructs_lib import _sharding
 from constructs_lib._handler import rules
-from constructs_lib._provider import AssociationProvider, FunctionSettings
-from constructs_lib._tokens import is_unresolved
-from constructs_lib._validation import AssociationValidationError, sort_user_names, validate_association
+from constructs_lib._provider import AssociationProvider
+from constructs_lib._records import Declaration, ShardRecord
+from constructs_lib._validation import (
+    AssociationValidationError,
+    FunctionSettings,
+    ServiceTimeoutCheck,
+    settings_conflicts,
+    sort_user_names,
+    validate_association,
+)
 
 RESOURCE_TYPE = rules.RESOURCE_TYPE
 """CloudFormation type of the custom resource."""
-
-
-@jsii.implements(IValidation)
-class _ServiceTimeoutCheck:
-    """A given ``service_timeout`` must outlast the function's timeout (known only at synthesis)."""
-
-    def __init__(self, provider: AssociationProvider, service_timeout: Duration) -> None:
-        self._provider = provider
-        self._seconds = int(service_timeout.to_seconds())
-
-    def validate(self) -> list[str]:
-        timeout = self._provider.timeout_seconds()
-        least = timeout + _timing.SERVICE_TIMEOUT_MARGIN_SECONDS
-        if self._seconds >= least:
-            return []
-        return [
-            f"service_timeout is {self._seconds} s but the stack's association function may run "
-            f"{timeout} s: CloudFormation would give up before the answer; give at least {least} s "
-            "or leave service_timeout out"
-        ]
 
 
 @jsii.implements(INumberProducer)
@@ -55,74 +44,84 @@ class _ServiceTimeoutProducer:
 class UserStackAssociation(Construct):
     """Associates users with an Amazon AppStream 2.0 stack through a custom resource.
 
-    Creates one ``Custom::AppStreamUserStackAssociation`` (construct id ``Resource``) that
-    calls ``BatchAssociateUserStack`` / ``BatchDisassociateUserStack`` for the whole list, so
-    that hundreds of users cost one CloudFormation resource. A list too large for one resource
+    Creates one ``Custom::AppStreamUserStackAssociation`` (construct id ``Resource``) that calls
+    ``BatchAssociateUserStack`` / ``BatchDisassociateUserStack`` for the whole list, so that
+    hundreds of users cost one CloudFormation resource. A list too large for one resource
     (CloudFormation sends old and new properties in one Lambda request of at most 256 KiB) is
-    split over ``shards`` resources: ``Resource`` for shard 0, ``Shard1``, ``Shard2``, ... for
-    the others; each user's shard depends on its name only, so adding a user changes one shard.
+    split over ``shards`` resources: ``Resource`` for shard 0, ``Shard1``, ``Shard2``, ... for the
+    others; each user's shard depends on its name only, so adding a user changes one shard.
 
-    All associations of a CDK stack share one Lambda function, its log group, role and policy,
-    created under the stack with the id ``AppStreamUserStackAssociationProvider``; the policy
-    allows the batch actions only on the AppStream stacks that those associations name.
-    Function-level settings (``runtime``, ``timeout``, ``role``, ``log_retention``,
-    ``log_removal_policy``) are taken from the first association of the stack; later ones may
-    repeat them or leave them out, and a different value is an error.
+    What the templates declare is what AppStream holds, through every CloudFormation path: the
+    handler keeps a record of what each resource claims in a DynamoDB table (the *state store*),
+    so a rollback withdraws exactly the grants the failed deployment made (whatever physical id
+    CloudFormation sends), a user moved between two associations, a renamed construct or a
+    changed ``shards`` never loses access in between, and stale, duplicate or foreign events
+    change nothing. See the README's "How it keeps AppStream equal to the templates".
+
+    All associations of a CDK stack share one Lambda function, its log group, role, policies,
+    state table and deployment marker, created under the stack with the id
+    ``AppStreamUserStackAssociationProvider``; the batch actions are allowed only on the AppStream
+    stacks those associations name. Function-level settings (``runtime``, ``timeout``, ``role``,
+    ``log_retention``, ``log_removal_policy``, ``state_table``) are taken from the first
+    association of the stack; later ones may repeat them or leave them out, and a different value
+    is an error.
 
     When the same CDK stack declares the AppStream stack (``aws_appstream.CfnStack``) or a user
     (``aws_appstream.CfnUser``) that an association names, by reference or by the same literal
-    name, the association is created after them and deleted before them, wherever they are
-    declared.
+    name, the association is created after them and deleted before them. AppStream may not see a
+    user or stack for a few seconds after creating it; the handler waits for up to 30 s.
 
-    The order of ``user_names`` does not matter: the names are sorted, so reordering them
-    changes nothing in the template.
+    Several associations (in one stack, or in stacks that share one ``state_table``) may declare
+    the same user on the same AppStream stack: it stays associated while any of them declares it.
+    Two stacks of one app that declare the same user with separate state stores are a synthesis
+    error (each would remove the user on its own).
 
-    **Lowering shards.** A deployed association must not lower ``shards`` in one deployment:
-    CloudFormation deletes the resources of the dropped shards last, and their Delete would
-    disassociate users now held by the remaining shards. Instead: (1) deploy with the old
-    ``shards`` after calling ``apply_removal_policy(RemovalPolicy.RETAIN)`` on every
-    resource of :attr:`resources` whose shard number is at least the new count
-    (``shard_numbers``); (2) deploy with the new ``shards`` and the same users; (3) then change
-    users as usual. Raising ``shards`` is safe in one deployment (moved users are disassociated
-    for the few seconds between their old shard's update and their new shard's creation).
-
-    **Construct ids are part of the contract.** Renaming or moving an association, like lowering
-    ``shards``, creates new resources and deletes the old ones last: its users would end up
-    disassociated.
+    The order of ``user_names`` does not matter: the names are sorted, so reordering them changes
+    nothing in the template.
 
     :param scope: parent construct; must be inside a ``Stack``.
     :param id: construct id.
-    :param stack_name: name (not ARN) of the AppStream stack, e.g. ``CfnStack.ref`` or a
-        literal name. May be a token.
+    :param stack_name: name (not ARN) of the AppStream stack, e.g. ``CfnStack.ref`` or a literal
+        name. May be a token.
     :param user_names: user names (for user-pool users: their e-mail addresses, which are
         case-sensitive). Each may be a token; the list may be a token-encoded list, e.g.
         ``CfnParameter.value_as_list``, which is passed through unchecked (``shards`` must then be 1).
     :param authentication_type: one of ``API``, ``SAML``, ``USERPOOL``, ``AWS_AD``.
         Default: ``"USERPOOL"``.
-    :param send_email_notification: whether AppStream e-mails each user when associated
-        (user pool only). Default: ``False``.
+    :param send_email_notification: whether AppStream e-mails each user when associated (user pool
+        only; never when access is only put back by an undo or a rollback). Default: ``False``.
     :param max_concurrency: how many batch API calls the function runs in parallel for each
         resource, 1 to 16 (1 = one at a time). Default: ``4``.
     :param shards: how many custom resources share the users: 1, 2, 4, 8, 16, 32 or 64. Each must
-        carry at most 120,000 bytes of user names (about 900 names of 128 characters, 3,800 of
-        28), and shards 0 to ``shards/2 - 1`` must each hold a user; synthesis fails with the
-        count to use otherwise. Never lower it in one deployment (see above). Default: ``1``.
-    :param service_timeout: how long CloudFormation waits for the function's answer before
-        failing the deployment, 1 s to 1 hour, at least the function's timeout plus 60 s.
-        Default: twice the function's timeout plus 2 minutes (one run, one retry by Lambda),
-        at most 1 hour.
-    :param timeout: (function-level) the function's timeout, 30 s to 15 minutes. Default: sized
-        to the largest resource in the stack: ``60 s + 2 * 13 s * (describe pages + batch
-        rounds)``, rounded up to 2, 3, 4, 5, 7, 10 or 15 minutes.
+        carry at most 120,000 bytes of user names (about 900 names of 128 characters, 3,800 of 28);
+        synthesis fails with the count to use otherwise. It may be raised or lowered in any
+        deployment. Default: ``1``.
+    :param existing_associations: what becomes of an association that existed in AppStream before
+        this construct declared it: ``"adopt"`` (kept if the deployment that declares it rolls back;
+        managed like the others once it succeeded: removed when a later deployment stops
+        declaring it, or the stack is deleted) or ``"keep"`` (never removed by this association).
+        Default: ``"adopt"``.
+    :param service_timeout: how long CloudFormation waits for the function's answer before failing
+        the deployment, 1 s to 1 hour, at least the function's timeout plus 60 s. Default: twice the
+        function's timeout plus 2 minutes, at most 1 hour.
+    :param timeout: (function-level) the function's timeout, 60 s to 15 minutes. Default: sized to
+        the largest resource in the stack (see the README's "Sizing"), rounded up to 2, 3, 4, 5, 7,
+        10 or 15 minutes.
     :param runtime: (function-level) Python runtime of the function, 3.11 or newer.
         Default: the newest Python runtime that aws-cdk-lib knows.
-    :param role: (function-level) execution role of the function; the provider's policy is
-        attached to it (an immutable imported role gets no policy: grant the permissions of
-        :attr:`policy` yourself). Default: a new role trusted by Lambda, with no managed policy.
+    :param role: (function-level) execution role of the function; the provider's policies are
+        attached to it (an immutable imported role gets none: grant the permissions of
+        :attr:`policy` and :attr:`stack_policy` yourself). Default: a new role trusted by Lambda,
+        with no managed policy.
     :param log_retention: (function-level) retention of the function's log group.
         Default: ``RetentionDays.ONE_YEAR``.
-    :param log_removal_policy: (function-level) what happens to the log group when it leaves
-        the stack. Default: ``RemovalPolicy.RETAIN`` (the logs of the Delete calls survive).
+    :param log_removal_policy: (function-level) what happens to the log group when it leaves the
+        stack. Default: ``RemovalPolicy.RETAIN`` (the logs of the Delete calls survive).
+    :param state_table: (function-level) the state store to use, shared with other stacks that
+        declare some of the same associations: a DynamoDB table with string keys ``pk`` (partition)
+        and ``sk`` (sort), TTL attribute ``expires`` recommended. Default: a table of this stack's
+        own (on-demand, point-in-time recovery, encrypted), deleted with the stack after every
+        association.
     :raises ValueError: (an ``AssociationValidationError``) listing every invalid argument.
     """
 
@@ -135,14 +134,16 @@ class UserStackAssociation(Construct):
         user_names: Sequence[str],
         authentication_type: str = "USERPOOL",
         send_email_notification: bool = False,
-        max_concurrency: int = 4,
+        max_concurrency: int = rules.DEFAULT_MAX_CONCURRENCY,
         shards: int = 1,
+        existing_associations: str = "adopt",
         service_timeout: Duration | None = None,
         timeout: Duration | None = None,
         runtime: lambda_.Runtime | None = None,
         role: iam.IRole | None = None,
         log_retention: logs.RetentionDays | None = None,
         log_removal_policy: RemovalPolicy | None = None,
+        state_table: dynamodb.ITable | None = None,
     ) -> None:
         path = f"{scope.node.path}/{id}" if scope.node.path else id
         problems = validate_association(
@@ -158,6 +159,8 @@ class UserStackAssociation(Construct):
             role=role,
             log_retention=log_retention,
             log_removal_policy=log_removal_policy,
+            existing_associations=existing_associations,
+            state_table=state_table,
         )
         settings = FunctionSettings(
             runtime=runtime,
@@ -165,21 +168,18 @@ class UserStackAssociation(Construct):
             role=role,
             log_retention=log_retention,
             log_removal_policy=log_removal_policy,
+            state_table=state_table,
         )
-        sorted_names = [] if problems else sort_user_names(user_names)
-        plan = None if problems else _sharding.plan_shards(sorted_names, shards)
-        if plan is not None:
-            problems += plan.problems
         existing = None if problems else AssociationProvider.find(scope)
         if existing is not None:
-            problems += existing.settings_conflicts(settings)
-            problems += existing.conflicts(
-                stack_name=stack_name, authentication_type=authentication_type, user_names=sorted_names
+            problems += settings_conflicts(
+                existing.settings, settings, created_by=existing.created_by, where=existing.node.path
             )
         if problems:
             # Raised before the construct joins the tree, so a failed call leaves nothing behind.
             raise AssociationValidationError(path, problems)
-        assert plan is not None
+        sorted_names = sort_user_names(user_names)
+        plan = _sharding.plan_shards(sorted_names, shards)
 
         super().__init__(scope, id)
         self.stack_name: str = stack_name
@@ -194,17 +194,25 @@ class UserStackAssociation(Construct):
         """Parallel batch calls per custom resource."""
         self.shards: int = shards
         """Number of shards the users are split into (not all need a resource)."""
+        self.existing_associations: str = existing_associations
+        """What becomes of associations that existed before they were declared (``adopt`` or ``keep``)."""
 
         provider = AssociationProvider.of(self, settings, requester=self.node.path)
-        self._provider = provider
         self.function: lambda_.Function = provider.function
         """The Lambda function behind the custom resources (shared by the stack's associations)."""
         self.role: iam.IRole = provider.role
         """The function's execution role (shared by the stack's associations)."""
         self.policy: iam.Policy = provider.policy
-        """The function's base policy: DescribeUserStackAssociations and its logs (shared)."""
+        """The function's base policy: Describe, its logs, the state table, reads of its own stack (shared)."""
         self.log_group: logs.LogGroup = provider.log_group
         """The function's log group (shared by the stack's associations)."""
+        self.state_table: dynamodb.ITable = provider.table
+        """The state store (shared by the stack's associations; possibly with other stacks)."""
+        self.deployment: CustomResource = provider.deployment
+        """The stack's deployment marker, which every association resource depends on."""
+        stack_policy = provider.stack_policy(stack_name, self.node.path)
+        self.stack_policy: iam.Policy = stack_policy
+        """The policy allowing the batch actions on this association's AppStream stack."""
 
         self.resources: list[CustomResource] = []
         """The ``Custom::AppStreamUserStackAssociation`` resources, one per shard holding users, by shard number."""
@@ -212,26 +220,26 @@ class UserStackAssociation(Construct):
         """The shard number of each of :attr:`resources`."""
         self.shard_user_names: list[list[str]] = []
         """The user names of each of :attr:`resources`."""
-        stack_policy = provider.stack_policy(stack_name, self.node.path)
-        self.stack_policy: iam.Policy = stack_policy
-        """The policy allowing the batch actions on this association's AppStream stack."""
         invoke_config = provider.function.node.try_find_child("EventInvokeConfig")
-        by_shard: dict[int, CustomResource] = {}
+        records: list[ShardRecord] = []
         for number, users in enumerate(plan.shards):
             if not users:
                 continue
+            properties = {
+                "StackName": stack_name,
+                "UserNames": list(users),
+                "AuthenticationType": authentication_type,
+                "SendEmailNotification": send_email_notification,
+                "MaxConcurrency": max_concurrency,
+                "ExistingAssociations": existing_associations,
+                "ConstructPath": self.node.path,
+            }
             resource = CustomResource(
                 self,
                 "Resource" if number == 0 else f"Shard{number}",
                 service_token=provider.function.function_arn,
                 resource_type=RESOURCE_TYPE,
-                properties={
-                    "StackName": stack_name,
-                    "UserNames": list(users),
-                    "AuthenticationType": authentication_type,
-                    "SendEmailNotification": send_email_notification,
-                    "MaxConcurrency": max_concurrency,
-                },
+                properties=properties,
             )
             cfn_resource = resource.node.default_child
             assert isinstance(cfn_resource, CfnResource)
@@ -246,25 +254,29 @@ class UserStackAssociation(Construct):
             resource.node.add_dependency(provider.policy, stack_policy)
             if invoke_config is not None:  # no Lambda retries, even for the first Create and last Delete
                 resource.node.add_dependency(invoke_config)
-            # A shard is created/updated after the shard it split from (see _sharding).
-            for ancestor in _sharding.ancestors(number):
-                if ancestor in by_shard:
-                    resource.node.add_dependency(by_shard[ancestor])
-                    break
-            by_shard[number] = resource
             self.resources.append(resource)
             self.shard_numbers.append(number)
             self.shard_user_names.append(list(users))
+            records.append(ShardRecord(number, resource, tuple(users), properties))
 
-        self._timing_sizes = tuple(
-            _timing.UNKNOWN_LIST_USERS if is_unresolved(users) else len(users) for users in self.shard_user_names
-        )
         self.resource: CustomResource = self.resources[0]
         """The custom resource of shard 0 (construct id ``Resource``): the only one unless ``shards`` > 1."""
         if service_timeout is not None:
-            self.node.add_validation(_ServiceTimeoutCheck(provider, service_timeout))
-        provider.register(self)
+            self.node.add_validation(ServiceTimeoutCheck(provider.timeout_seconds, service_timeout))
+        provider.register(
+            Declaration(
+                path=self.node.path,
+                stack_name=stack_name,
+                authentication_type=authentication_type,
+                max_concurrency=max_concurrency,
+                shards=tuple(records),
+            )
+        )
 
-    def _shard_sizes_for_timing(self) -> list[int]:
-        """Users of each resource, for sizing the function's timeout (a token list: a guess)."""
-        return list(self._timing_sizes)
+
+# jsii's metaclass hides the constructor's signature from help() and inspect: show the real one.
+UserStackAssociation.__signature__ = inspect.signature(
+    UserStackAssociation.__init__
+).replace(  # type: ignore[attr-defined]
+    parameters=list(inspect.signature(UserStackAssociation.__init__).parameters.values())[1:]
+)

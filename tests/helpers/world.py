@@ -95,10 +95,18 @@ class World:
         self.cloudformation.reset_calls()
         dynamodb = self.aws.client("dynamodb")
         dynamodb.delete_table(TableName=self.table)
-        self.aws.create_resource("AWS::DynamoDB::Table", "State", {**TABLE_PROPERTIES, "TableName": self.table}, stack_name="t")
+        self.aws.create_resource(
+            "AWS::DynamoDB::Table", "State", {**TABLE_PROPERTIES, "TableName": self.table}, stack_name="t"
+        )
         self.clock.restart()
 
-    def seed(self, *, stacks: Sequence[str] = (), users: Sequence[str] = (), associated: Mapping[str, Sequence[str]] | None = None) -> None:
+    def seed(
+        self,
+        *,
+        stacks: Sequence[str] = (),
+        users: Sequence[str] = (),
+        associated: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         """Stacks, USERPOOL users and associations that exist in AppStream before anything runs."""
         for name in stacks:
             self.appstream.state.add_stack(name)
@@ -155,7 +163,9 @@ class StackDriver:
         if request_type == "Update" and old is None:
             old = self.properties.get(logical_id)
         if request_type != "Create" and physical_id is None:
-            physical_id = self.physical_ids.get(logical_id) or f"{self.name}-{logical_id}-{uuid.uuid4().hex[:12].upper()}"
+            physical_id = (
+                self.physical_ids.get(logical_id) or f"{self.name}-{logical_id}-{uuid.uuid4().hex[:12].upper()}"
+            )
         return cloudformation_event(
             request_type,
             properties,
@@ -216,7 +226,9 @@ class StackDriver:
         """The cleanup-phase Delete of the marker's old id: the deployment succeeded."""
         self.phase("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS")
         return self.send(
-            self.event("Delete", "Deployment", {}, resource_type=rules.DEPLOYMENT_RESOURCE_TYPE, physical_id="old-marker"),
+            self.event(
+                "Delete", "Deployment", {}, resource_type=rules.DEPLOYMENT_RESOURCE_TYPE, physical_id="old-marker"
+            ),
             in_progress=False,
         )
 
@@ -230,7 +242,10 @@ def running_world(table: str = "state") -> Iterator[World]:
     with AppStreamServer(state) as appstream, LocalAws() as aws, CloudFormationApi(registry) as cfn:
         aws.create_resource("AWS::DynamoDB::Table", "State", {**TABLE_PROPERTIES, "TableName": table}, stack_name="t")
         session = boto3.session.Session(
-            aws_access_key_id="testing", aws_secret_access_key="testing", aws_session_token="testing", region_name="us-east-1"
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            aws_session_token="testing",
+            region_name="us-east-1",
         )
         config = Config(retries={"mode": "standard", "total_max_attempts": 3}, connect_timeout=3, read_timeout=10)
         clients = Clients(

@@ -53,7 +53,7 @@ def test_every_prop_is_documented_with_its_default() -> None:
     doc = inspect.getdoc(UserStackAssociation) or ""
     parameters = inspect.signature(UserStackAssociation.__init__).parameters
     props = [name for name, p in parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    assert len(props) == 12, props
+    assert len(props) == 14, props
     for name in props:
         match = re.search(rf":param {name}:(.*?)(?=\n:(?:param|raises) |\Z)", doc, flags=re.DOTALL)
         assert match, f"prop {name} is not documented"

@@ -94,6 +94,8 @@ def test_custom_resource_properties_are_exactly_the_contract(synth: Synth) -> No
         "AuthenticationType": "USERPOOL",
         "SendEmailNotification": False,
         "MaxConcurrency": 4,
+        "ExistingAssociations": "adopt",
+        "ConstructPath": synth.literal.node.path,
         # twice the function's timeout (180 s here, see test_function_configuration) + 120 s
         "ServiceTimeout": 480,
     }
@@ -220,19 +222,40 @@ def test_policy_allows_batch_actions_only_on_the_named_stacks(synth: Synth) -> N
     assert sorted(map(json.dumps, batch_resources(synth.template))) == sorted(map(json.dumps, expected))
 
 
-def test_base_policy_grants_describe_on_star_and_logs_on_the_log_group_only(synth: Synth) -> None:
+def test_base_policy_grants_describe_on_star_and_the_rest_on_exact_resources(synth: Synth) -> None:
     role_id = only_logical_id(synth.template, "AWS::IAM::Role")
     log_group_id = only_logical_id(synth.template, "AWS::Logs::LogGroup")
+    table_id = only_logical_id(synth.template, "AWS::DynamoDB::Table")
     base_id = synth.stack.get_logical_id(synth.literal.policy.node.default_child)  # type: ignore[arg-type]
     base = resources_of_type(synth.template, "AWS::IAM::Policy")[base_id]
-    assert sorted(base["Properties"]["PolicyDocument"]["Statement"], key=json.dumps) == [
-        {"Action": "appstream:DescribeUserStackAssociations", "Effect": "Allow", "Resource": "*"},
-        {
-            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Effect": "Allow",
-            "Resource": {"Fn::GetAtt": [log_group_id, "Arn"]},
-        },
-    ]
+    assert sorted(base["Properties"]["PolicyDocument"]["Statement"], key=json.dumps) == sorted(
+        [
+            {"Action": "appstream:DescribeUserStackAssociations", "Effect": "Allow", "Resource": "*"},
+            {
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Effect": "Allow",
+                "Resource": {"Fn::GetAtt": [log_group_id, "Arn"]},
+            },
+            {
+                "Action": [
+                    "dynamodb:BatchGetItem",
+                    "dynamodb:ConditionCheckItem",
+                    "dynamodb:GetItem",
+                    "dynamodb:Query",
+                    "dynamodb:UpdateItem",
+                ],
+                "Effect": "Allow",
+                "Resource": {"Fn::GetAtt": [table_id, "Arn"]},
+            },
+            {
+                # Its own stack only: the phase of a deployment and a resource's status.
+                "Action": ["cloudformation:DescribeStackResource", "cloudformation:DescribeStacks"],
+                "Effect": "Allow",
+                "Resource": {"Ref": "AWS::StackId"},
+            },
+        ],
+        key=json.dumps,
+    )
     for policy in resources_of_type(synth.template, "AWS::IAM::Policy").values():
         assert policy["Properties"]["Roles"] == [{"Ref": role_id}]
     assert "*" not in batch_resources(synth.template)
@@ -368,15 +391,49 @@ def test_token_encoded_user_list_is_passed_through() -> None:
     Template.from_stack(stack).has_resource_properties(CUSTOM_TYPE, {"UserNames": {"Ref": "Users"}})
 
 
-def test_same_user_and_stack_in_two_associations_is_rejected() -> None:
+def test_the_same_user_and_stack_in_two_associations_of_a_stack_is_allowed() -> None:
+    # Both claim the association in the one state store: it stays while either declares it.
     stack = new_stack()
     UserStackAssociation(stack, "First", stack_name="s", user_names=["a@example.com", "b@example.com"])
-    with pytest.raises(ValueError, match=r"\['b@example.com'\] are already associated with stack 's'.*Main/First"):
-        UserStackAssociation(stack, "Second", stack_name="s", user_names=["b@example.com", "c@example.com"])
-    assert stack.node.try_find_child("Second") is None
-    # Another stack, or another authentication type, is a different association.
-    UserStackAssociation(stack, "OtherStack", stack_name="t", user_names=["b@example.com"])
-    UserStackAssociation(stack, "OtherType", stack_name="s", user_names=["b@example.com"], authentication_type="SAML")
+    UserStackAssociation(stack, "Second", stack_name="s", user_names=["b@example.com", "c@example.com"])
+    assert len(resources_of_type(Template.from_stack(stack), CUSTOM_TYPE)) == 2
+
+
+def test_two_stacks_of_an_app_declaring_one_user_must_share_a_state_store() -> None:
+    app = cdk.App()
+    first = cdk.Stack(app, "First")
+    second = cdk.Stack(app, "Second")
+    UserStackAssociation(first, "Team", stack_name="s", user_names=["a@example.com", "b@example.com"])
+    UserStackAssociation(second, "Team", stack_name="s", user_names=["b@example.com", "c@example.com"])
+    with pytest.raises(
+        RuntimeError,
+        match=r"First/AppStreamUserStackAssociationProvider and .*Second.* both declare "
+        r"b@example.com on s .*state_table=",
+    ):
+        app.synth()
+
+
+def test_two_stacks_sharing_one_state_store_may_declare_one_user() -> None:
+    app = cdk.App()
+    shared = cdk.Stack(app, "Shared")
+    table = cdk.aws_dynamodb.Table(
+        shared,
+        "State",
+        partition_key=cdk.aws_dynamodb.Attribute(name="pk", type=cdk.aws_dynamodb.AttributeType.STRING),
+        sort_key=cdk.aws_dynamodb.Attribute(name="sk", type=cdk.aws_dynamodb.AttributeType.STRING),
+    )
+    first = cdk.Stack(app, "First")
+    second = cdk.Stack(app, "Second")
+    UserStackAssociation(first, "Team", stack_name="s", user_names=["b@example.com"], state_table=table)
+    UserStackAssociation(second, "Team", stack_name="s", user_names=["b@example.com"], state_table=table)
+    assembly = app.synth()
+    for name in ("First", "Second"):
+        template = Template.from_json(assembly.get_stack_by_name(name).template)
+        template.resource_count_is("AWS::DynamoDB::Table", 0)
+        template.has_resource_properties(
+            "AWS::Lambda::Function",
+            {"Environment": {"Variables": Match.object_like({"STATE_TABLE": {"Fn::ImportValue": Match.any_value()}})}},
+        )
 
 
 def test_provider_rejects_conflicting_function_settings() -> None:

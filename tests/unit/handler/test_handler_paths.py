@@ -63,7 +63,10 @@ def test_an_unrelated_failure_rolls_the_first_deploy_back_and_pre_existing_acces
     # Another resource fails: CloudFormation rolls the new stack back.
     driver.phase("ROLLBACK_IN_PROGRESS")
     assert driver.delete("Analysts").status == "SUCCESS"
-    assert driver.send(driver.event("Delete", "Deployment", {}, resource_type=rules.DEPLOYMENT_RESOURCE_TYPE)).status == "SUCCESS"
+    assert (
+        driver.send(driver.event("Delete", "Deployment", {}, resource_type=rules.DEPLOYMENT_RESOURCE_TYPE)).status
+        == "SUCCESS"
+    )
     assert world.associations() == {("analysts", CAROL)}
 
 
