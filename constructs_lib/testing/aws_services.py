@@ -23,6 +23,7 @@ both are imported when first needed, so importing this module needs only the sta
 from __future__ import annotations
 
 import contextlib
+import copy
 import http.client
 import logging
 import random
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 from constructs_lib.testing._loopback import ServerContext
 
 if TYPE_CHECKING:
-    from moto.server import ThreadedMotoServer
+    pass
 
 __all__ = [
     "ACCOUNT_ID",
@@ -274,6 +275,121 @@ class _DropRequestLog(logging.Filter):
 # --------------------------------------------------------------------------- LocalAws
 
 
+def _cheap_transactions() -> None:
+    """Make moto's ``TransactWriteItems`` snapshot only the items it touches (installed once).
+
+    moto rolls a cancelled transaction back by deep-copying every table it touches beforehand:
+    about a millisecond per item in the table, on every call, so a state table of 1,000
+    associations costs a second per transaction and a rehearsal of a large list minutes. Under
+    :class:`_SerialMotoServer` nothing else runs during a transaction, so a snapshot of the touched
+    items is an exact rollback: moto's own code still checks every condition and applies every
+    update; only the snapshot is cheaper. ``tests/unit/testing/test_local_aws_transactions.py``
+    pins both the atomicity and the cost.
+    """
+    from moto.dynamodb import models  # noqa: PLC0415 - optional dependency
+
+    if getattr(models.DynamoDBBackend.transact_write_items, "_cheap", False):
+        return
+    original = models.DynamoDBBackend.transact_write_items
+
+    class _Copy:
+        """``copy`` as moto's module sees it during a transaction: tables are not copied."""
+
+        @staticmethod
+        def deepcopy(value: Any, memo: Any = None) -> Any:
+            return value if isinstance(value, models.Table) else copy.deepcopy(value, memo)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(copy, name)
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        touched = []
+        for item in transact_items[:100]:
+            try:
+                _, op = next(iter(item.items()))
+                table = self.get_table(op["TableName"])
+                keys = op.get("Key") or op.get("Item") or {}
+                hash_key, range_key = self.get_keys_value(table, keys)
+            except Exception:  # noqa: S112 - moto reports the problem itself below
+                continue
+            touched.append((table, hash_key, range_key, copy.deepcopy(table.get_item(hash_key, range_key))))
+        models.copy = _Copy()  # type: ignore[assignment]
+        try:
+            original(self, transact_items)
+        except BaseException:
+            for table, hash_key, range_key, before in reversed(touched):
+                if before is None:
+                    table.delete_item(hash_key, range_key)
+                elif range_key is not None:
+                    table.items[hash_key][range_key] = before
+                else:
+                    table.items[hash_key] = before
+            raise
+        finally:
+            models.copy = copy
+
+    transact_write_items._cheap = True  # type: ignore[attr-defined]
+    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
+class _SerialMotoServer:
+    """moto's server, as ``moto.server.ThreadedMotoServer`` runs it, but one request at a time.
+
+    moto's DynamoDB is not safe under concurrent requests: ``TransactWriteItems`` deep-copies the
+    table to roll back with, and fails ("dictionary changed size during iteration") when another
+    request writes meanwhile; nor is a transaction atomic with respect to them. The rehearsal runs
+    functions in parallel, so every request is served under one lock (each is short).
+    """
+
+    def __init__(self) -> None:
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        from moto.moto_server.werkzeug_app import (  # noqa: PLC0415 - what ThreadedMotoServer serves
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server  # noqa: PLC0415
+
+        _cheap_transactions()
+        app = DomainDispatcherApplication(create_backend_app)
+        lock = threading.Lock()
+
+        def serial(environ: Any, start_response: Any) -> list[bytes]:
+            with lock:
+                return list(app(environ, start_response))
+
+        try:
+            self._server = make_server("127.0.0.1", 0, serial, threaded=True, request_handler=MotoRequestHandler)
+        except BaseException as error:
+            self._error = error
+            self._ready.set()
+            raise
+        self._ready.set()
+        self._server.serve_forever()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="local-aws", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def get_host_and_port(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
 class LocalAws(ServerContext):
     """moto's server mode on ``http://127.0.0.1:<port>``, with CloudFormation-style provisioning.
 
@@ -287,7 +403,7 @@ class LocalAws(ServerContext):
         self.region = region
         self._random = random.Random(seed)
         self._random_lock = threading.Lock()
-        self._server: ThreadedMotoServer | None = None
+        self._server: _SerialMotoServer | None = None
         self._port = 0
         self._log_filter = _DropRequestLog()
         self._clients: dict[str, Any] = {}
@@ -303,13 +419,13 @@ class LocalAws(ServerContext):
         if self._server is not None:
             raise RuntimeError("LocalAws is already running")
         try:
-            from moto.server import ThreadedMotoServer  # noqa: PLC0415 - optional dependency, imported when used
+            import moto.server  # noqa: F401, PLC0415 - optional dependency, imported when used
         except ImportError as error:
             raise ImportError(
                 f"LocalAws needs moto's server mode (moto[server,dynamodb]) and boto3: {_INSTALL_HINT}"
             ) from error
         logging.getLogger("werkzeug").addFilter(self._log_filter)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server = _SerialMotoServer()
         try:
             server.start()
             self._port = int(server.get_host_and_port()[1])

@@ -1,9 +1,16 @@
-"""AppStream calls: describe what exists, and run batch (dis)associations on a bounded pool.
+"""AppStream calls: describe what exists, and run batch (dis)associations, paced and retried here.
 
-Every item ends in exactly one bucket of an :class:`Outcome` (applied, gone, failed, unknown,
-not started), which is what makes an exact undo possible. Throttling and 5xx answers are
-retried by botocore's retry mode on the client; ``INTERNAL_ERROR`` items (HTTP 200) are
-retried here, a bounded number of times with backoff.
+Every item of a batch ends in exactly one bucket of an :class:`Outcome` (applied, gone, failed,
+unknown, not started), which is what makes an exact undo possible.
+
+All retrying happens here, on the injected clock, not in botocore (the client makes one attempt
+per call): throttling is paced by the event's :class:`~.pacing.Pacer` and retried until the
+deadline (a throttled call changes nothing); 5xx answers, dropped connections and timeouts are
+retried with backoff a few times (batch calls are idempotent: a call that landed and is sent
+again changes nothing more); ``INTERNAL_ERROR`` items (HTTP 200) are retried a bounded number of
+times; on association, ``USER_NAME_NOT_FOUND`` / ``STACK_NOT_FOUND`` items are retried for up to
+:data:`rules.NOT_FOUND_WINDOW` seconds, since AppStream may not see a user or stack created
+moments before.
 """
 
 from __future__ import annotations
@@ -14,7 +21,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -24,17 +30,18 @@ from botocore.exceptions import BotoCoreError, ClientError
 from . import rules
 from .deadline import Deadline
 from .model import Association
+from .pacing import Pacer
 
 logger = logging.getLogger(__name__)
 
 BATCH_LIMIT = rules.BATCH_LIMIT
 DESCRIBE_PAGE_SIZE = rules.DESCRIBE_PAGE_SIZE
 RETRYABLE_ITEM_CODES = rules.RETRYABLE_ITEM_CODES
-# On disassociation these mean there is nothing left to remove.
 GONE_ITEM_CODES = rules.NOT_FOUND_ITEM_CODES
+"""On disassociation these mean there is nothing left to remove."""
 TIME_RAN_OUT = "TIME_RAN_OUT"
-# Error codes botocore's standard retry mode retries (throttling and transient ones).
-RETRIED_ERROR_CODES = frozenset(
+THROTTLED = "ThrottlingException"
+THROTTLING_CODES = frozenset(
     {
         "Throttling",
         "ThrottlingException",
@@ -44,16 +51,15 @@ RETRIED_ERROR_CODES = frozenset(
         "RequestLimitExceeded",
         "RequestThrottled",
         "SlowDown",
-        "PriorRequestNotComplete",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "LimitExceededException",
     }
 )
-# Do not start a call, or let botocore retry one, with less time than this left: one attempt
-# (connect + read timeout) plus the longest backoff botocore's standard mode sleeps.
+"""Error codes that mean "too many requests" (botocore's standard mode's list)."""
 CALL_HEADROOM = float(rules.CALL_SECONDS)
-RETRY_HEADROOM = CALL_HEADROOM + 20.0
+"""No call starts with less than this left (one attempt's connect + read timeouts)."""
+TRANSIENT_ATTEMPTS = 5
+"""Attempts of a call that failed with a 5xx answer, a dropped connection or a timeout."""
+TRANSIENT_BASE_DELAY = 0.5
+TRANSIENT_MAX_DELAY = 8.0
 NOT_FOUND_BASE_DELAY = 0.5
 NOT_FOUND_MAX_DELAY = 5.0
 
@@ -89,6 +95,8 @@ class Outcome:
     unknown: dict[Association, str] = field(default_factory=dict)
     not_started: set[Association] = field(default_factory=set)
     messages: dict[str, str] = field(default_factory=dict)
+    throttled_out: bool = False
+    """Some items were not started (or given up) because AppStream kept throttling."""
 
     @property
     def ok(self) -> bool:
@@ -99,18 +107,9 @@ class Outcome:
         """Each item that did not reach its goal, with its error label."""
         labelled = dict(self.failed)
         labelled.update(self.unknown)
-        labelled.update(dict.fromkeys(self.not_started, TIME_RAN_OUT))
+        label = THROTTLED if self.throttled_out else TIME_RAN_OUT
+        labelled.update(dict.fromkeys(self.not_started, label))
         return labelled
-
-    def merge(self, other: Outcome) -> None:
-        """Add another batch's outcome to this one."""
-        self.applied |= other.applied
-        self.gone |= other.gone
-        self.failed.update(other.failed)
-        self.unknown.update(other.unknown)
-        self.not_started |= other.not_started
-        for label, message in other.messages.items():
-            self.messages.setdefault(label, message)
 
 
 class DescribeFailed(Exception):
@@ -121,10 +120,6 @@ class DescribeFailed(Exception):
         self.label = label
         self.message = message
         super().__init__(f"{label} reading the associations of stack {stack_name}")
-
-
-class DeadlineReached(Exception):
-    """Raised from botocore's retry hook: a retry would outlast the function's time."""
 
 
 def chunks(items: Sequence[Association], size: int = BATCH_LIMIT) -> Iterator[list[Association]]:
@@ -148,32 +143,28 @@ def _from_api(raw: Mapping[str, Any]) -> Association:
     return Association(str(raw.get("StackName")), str(raw.get("UserName")), str(raw.get("AuthenticationType")))
 
 
-def _may_be_retried(response: Any, caught_exception: Any) -> bool:
-    """Whether botocore's standard mode could retry this attempt (the guard leaves others alone)."""
-    if caught_exception is not None:
-        return True
-    if response is None:
-        return False
-    status = response[0].status_code
-    if status >= 500 or status == 429:
-        return True
-    code = (response[1] or {}).get("Error", {}).get("Code", "")
-    return status >= 400 and code in RETRIED_ERROR_CODES
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", "ClientError"))
 
 
-def _client_error_is_server_side(error: ClientError) -> bool:
+def _is_server_side(error: ClientError) -> bool:
     status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    return isinstance(status, int) and status >= 500
+    return isinstance(status, int) and (status >= 500 or status == 429)
+
+
+class _Gave(Exception):
+    """A call that could not be made: ``label`` and whether it may have landed."""
+
+    def __init__(self, label: str, message: str, *, maybe_landed: bool, throttled: bool = False) -> None:
+        self.label = label
+        self.message = message
+        self.maybe_landed = maybe_landed
+        self.throttled = throttled
+        super().__init__(label)
 
 
 class AppStreamRunner:
-    """Runs AppStream calls for one event; use as a context manager.
-
-    While active it hooks botocore's ``needs-retry`` event of the client so that no retry is
-    slept for when the current phase's deadline is too close (the call then ends unknown).
-    """
-
-    _HOOK_ID = "appstream-user-stack-association-deadline"
+    """Runs one event's AppStream calls: paced, retried, counted. Use as a context manager."""
 
     def __init__(
         self,
@@ -183,80 +174,100 @@ class AppStreamRunner:
         item_retry: ItemRetry | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        pacer: Pacer | None = None,
     ) -> None:
         self._client = client
         self._clock = clock
         self._sleep = sleep
         self._max_concurrency = max(1, max_concurrency)
         self._item_retry = item_retry or ItemRetry()
-        self._deadline: Deadline | None = None
         self._lock = threading.Lock()
+        self.pacer = pacer or Pacer(clock=clock, sleep=sleep)
+        """The event's pace; shared by the forward work and the undo."""
         self.calls: Counter[str] = Counter()
+        """Calls sent, by operation (throttled and retried ones included)."""
 
     def __enter__(self) -> AppStreamRunner:
-        self._client.meta.events.register_first("needs-retry.appstream", self._guard_retry, unique_id=self._HOOK_ID)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._client.meta.events.unregister("needs-retry.appstream", unique_id=self._HOOK_ID)
-
-    def _guard_retry(self, response: Any = None, caught_exception: Any = None, **_: Any) -> None:
-        if not _may_be_retried(response, caught_exception):
-            return
-        deadline = self._deadline
-        if deadline is not None and deadline.expired(RETRY_HEADROOM):
-            raise DeadlineReached("no time left for another attempt")
+        return None
 
     def _count(self, operation: str) -> None:
         with self._lock:
             self.calls[operation] += 1
 
+    def _call(
+        self, operation: str, method: Callable[..., Any], deadline: Deadline, window_end: float | None, **kwargs: Any
+    ) -> Any:
+        """One API call, paced and retried until it is answered, or raise :class:`_Gave`."""
+        transient = 0
+
+        def fits(start: float) -> bool:
+            left = deadline.remaining() - (start - self._clock())
+            return left > CALL_HEADROOM and (window_end is None or start < window_end)
+
+        while True:
+            if not self.pacer.wait_turn(fits):
+                raise _Gave(
+                    THROTTLED if self.pacer.limited else TIME_RAN_OUT,
+                    "",
+                    maybe_landed=False,
+                    throttled=self.pacer.limited,
+                )
+            self._count(operation)
+            try:
+                response = method(**kwargs)
+            except ClientError as error:
+                code = _code(error)
+                message = str(error.response.get("Error", {}).get("Message", ""))
+                if code in THROTTLING_CODES:
+                    self.pacer.on_throttled()
+                    continue
+                if not _is_server_side(error):
+                    raise _Gave(code, message, maybe_landed=False) from None
+                label, maybe_landed = code, True
+            except BotoCoreError as error:
+                label, message, maybe_landed = type(error).__name__, "could not reach AppStream", True
+            else:
+                self.pacer.on_accepted()
+                return response
+            transient += 1
+            delay = min(TRANSIENT_MAX_DELAY, TRANSIENT_BASE_DELAY * 2.0 ** (transient - 1))
+            if transient >= TRANSIENT_ATTEMPTS or not fits(self._clock() + delay):
+                raise _Gave(label, message, maybe_landed=maybe_landed)
+            logger.info("%s: %s, trying again in %.1f s", operation, label, delay)
+            self._sleep(delay)
+
     def existing(self, stack_names: Iterable[str], deadline: Deadline) -> set[Association]:
         """Every association that exists now on the given stacks, whatever its user's type."""
-        self._deadline = deadline
         found: set[Association] = set()
-        paginator = self._client.get_paginator("describe_user_stack_associations")
         for stack_name in sorted(set(stack_names)):
-            if deadline.expired(CALL_HEADROOM):
-                raise DescribeFailed(stack_name, TIME_RAN_OUT, "the function's time ran out")
-            try:
-                pages = paginator.paginate(StackName=stack_name, PaginationConfig={"PageSize": DESCRIBE_PAGE_SIZE})
-                for page in pages:
-                    self._count("DescribeUserStackAssociations")
-                    found.update(_from_api(raw) for raw in page.get("UserStackAssociations", []))
-            except ClientError as error:
-                code = str(error.response.get("Error", {}).get("Code", "ClientError"))
-                if code == "ResourceNotFoundException":
-                    continue  # no stack, no associations
-                raise DescribeFailed(
-                    stack_name, code, str(error.response.get("Error", {}).get("Message", ""))
-                ) from None
-            except DeadlineReached:
-                raise DescribeFailed(stack_name, TIME_RAN_OUT, "the function's time ran out") from None
-            except BotoCoreError as error:
-                raise DescribeFailed(stack_name, type(error).__name__, "could not reach AppStream") from None
+            token: str | None = None
+            while True:
+                request: dict[str, Any] = {"StackName": stack_name, "MaxResults": DESCRIBE_PAGE_SIZE}
+                if token:
+                    request["NextToken"] = token
+                try:
+                    page = self._call(
+                        "DescribeUserStackAssociations",
+                        self._client.describe_user_stack_associations,
+                        deadline,
+                        None,
+                        **request,
+                    )
+                except _Gave as gave:
+                    if gave.label == "ResourceNotFoundException":
+                        break  # no stack, no associations
+                    detail = gave.message or (
+                        "the function's time ran out" if gave.label in (TIME_RAN_OUT, THROTTLED) else ""
+                    )
+                    raise DescribeFailed(stack_name, gave.label, detail) from None
+                found.update(_from_api(raw) for raw in page.get("UserStackAssociations", []))
+                token = page.get("NextToken")
+                if not token:
+                    break
         return found
-
-    def apply(
-        self, operation: Operation, items: Iterable[Association], *, send_email: bool | None, deadline: Deadline
-    ) -> Outcome:
-        """Run ``operation`` over ``items`` in batches of 25, at most ``max_concurrency`` at once."""
-        self._deadline = deadline
-        batches = list(chunks(sorted(set(items))))
-        outcome = Outcome()
-        if not batches:
-            return outcome
-        if self._max_concurrency == 1 or len(batches) == 1:
-            results = [self.run_batch(operation, batch, send_email=send_email, deadline=deadline) for batch in batches]
-        else:
-            workers = min(self._max_concurrency, len(batches))
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="appstream-batch") as pool:
-                results = list(
-                    pool.map(lambda b: self.run_batch(operation, b, send_email=send_email, deadline=deadline), batches)
-                )
-        for result in results:
-            outcome.merge(result)
-        return outcome
 
     def run_batch(
         self,
@@ -269,12 +280,8 @@ class AppStreamRunner:
     ) -> Outcome:
         """One batch call of at most 25 items, with its item retries; every item ends in one bucket.
 
-        ``INTERNAL_ERROR`` items are tried again up to :attr:`ItemRetry.attempts` times. On
-        association, ``USER_NAME_NOT_FOUND`` / ``STACK_NOT_FOUND`` items are tried again for up to
-        :data:`rules.NOT_FOUND_WINDOW` seconds (AppStream's eventual consistency right after a
-        user or stack was created), never past ``deadline`` or ``window_end`` (monotonic seconds).
+        ``window_end`` (monotonic seconds) bounds how long this batch may take, retries included.
         """
-        self._deadline = deadline
         outcome = Outcome()
         pending = list(batch)
         method = getattr(self._client, operation.value)
@@ -283,27 +290,27 @@ class AppStreamRunner:
         attempt = 0
         last: dict[Association, str] = {}
         while True:
-            if deadline.expired(CALL_HEADROOM) or (window_end is not None and self._clock() > window_end):
-                if attempt == 0:
-                    outcome.not_started.update(pending)
-                else:
-                    outcome.failed.update({item: last.get(item, "INTERNAL_ERROR") for item in pending})
-                return outcome
             try:
-                self._count(operation.name)
-                response = method(UserStackAssociations=[_to_api(item, send_email) for item in pending])
-            except DeadlineReached:
-                outcome.unknown.update(dict.fromkeys(pending, TIME_RAN_OUT))
-                return outcome
-            except ClientError as error:
-                details = error.response.get("Error", {})
-                label = str(details.get("Code", "ClientError"))
-                outcome.messages.setdefault(label, str(details.get("Message", "")))
-                bucket = outcome.unknown if _client_error_is_server_side(error) else outcome.failed
-                bucket.update(dict.fromkeys(pending, label))
-                return outcome
-            except BotoCoreError as error:
-                outcome.unknown.update(dict.fromkeys(pending, type(error).__name__))
+                response = self._call(
+                    operation.name,
+                    method,
+                    deadline,
+                    window_end,
+                    UserStackAssociations=[_to_api(item, send_email) for item in pending],
+                )
+            except _Gave as gave:
+                if gave.message:
+                    outcome.messages.setdefault(gave.label, gave.message)
+                if gave.throttled or gave.label == TIME_RAN_OUT:
+                    if attempt == 0:
+                        outcome.not_started.update(pending)
+                        outcome.throttled_out = gave.throttled
+                    else:
+                        outcome.failed.update({item: last.get(item, gave.label) for item in pending})
+                elif gave.maybe_landed:
+                    outcome.unknown.update(dict.fromkeys(pending, gave.label))
+                else:
+                    outcome.failed.update(dict.fromkeys(pending, gave.label))
                 return outcome
             attempt += 1
             retry, not_found = self._sort_items(operation, pending, response.get("errors") or [], outcome)
@@ -326,6 +333,8 @@ class AppStreamRunner:
             if not_found and not retry:
                 delay = min(NOT_FOUND_MAX_DELAY, NOT_FOUND_BASE_DELAY * 2.0 ** min(attempt - 1, 6))
             room = deadline.remaining() - CALL_HEADROOM
+            if window_end is not None:
+                room = min(room, window_end - now)
             if room <= 0:
                 outcome.failed.update({item: last.get(item, "INTERNAL_ERROR") for item in pending})
                 return outcome

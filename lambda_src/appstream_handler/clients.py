@@ -32,11 +32,11 @@ def user_agent() -> str:
 def client_config(service: str) -> Config:
     """Timeouts that keep one attempt within :data:`rules.CALL_SECONDS`; botocore's standard retries.
 
-    AppStream gets 10 attempts in all (9 consecutive ThrottlingException answers are survived);
-    the pacing of sustained throttling is the runner's (``batches``). DynamoDB and CloudFormation
-    get botocore's standard mode with its defaults.
+    AppStream gets one attempt per call: the runner (``batches``) paces throttling and retries
+    transient failures itself, on the event's clock and deadline. DynamoDB and CloudFormation get
+    botocore's standard mode (5 attempts).
     """
-    attempts = 10 if service == "appstream" else 5
+    attempts = 1 if service == "appstream" else 5
     return Config(
         retries={"mode": "standard", "total_max_attempts": attempts},
         connect_timeout=rules.CONNECT_TIMEOUT,

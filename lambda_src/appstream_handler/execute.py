@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import rules
-from .batches import TIME_RAN_OUT, AppStreamRunner, Operation, Outcome
+from .batches import THROTTLED, TIME_RAN_OUT, AppStreamRunner, Operation, Outcome
 from .deadline import Deadline
 from .decide import Call, Change, Context, decide_one
 from .model import Association, AssociationRecord, declared_by_others
@@ -51,6 +51,10 @@ class Result:
     superseded: bool = False
     store_error: StoreError | None = None
     calls_needed: int = 0
+    throttled_rate: float | None = None
+    """Set when the event stopped early because AppStream's pace could not finish it in time."""
+    throttled_left: int = 0
+    """Batches left when it stopped."""
 
     @property
     def ok(self) -> bool:
@@ -90,6 +94,7 @@ class Executor:
         self._lock = threading.Lock()
         self._unlocks: list[_Unlock] = []
         self._stopped = False
+        self._left = 0
 
     # -- public ---------------------------------------------------------------------------
 
@@ -104,15 +109,43 @@ class Executor:
                 return result
         loud = [change for change in changes if change.call is not Call.NONE]
         batches = [loud[start : start + rules.BATCH_LIMIT] for start in range(0, len(loud), rules.BATCH_LIMIT)]
+        self._left = len(batches)
+        if batches and not self._owner.held:
+            # The first write takes the resource's hold (conditional on its version): alone.
+            self._paced_batch(batches.pop(0), context, deadline, result)
+            if not result.ok:
+                return result
         if self._concurrency == 1 or len(batches) <= 1:
             for batch in batches:
-                self._batch(batch, context, deadline, result)
+                self._paced_batch(batch, context, deadline, result)
                 if not result.ok:
                     break
         else:
             with ThreadPoolExecutor(max_workers=min(self._concurrency, len(batches))) as pool:
-                list(pool.map(lambda batch: self._batch(batch, context, deadline, result), batches))
+                list(pool.map(lambda batch: self._paced_batch(batch, context, deadline, result), batches))
         return result
+
+    def _paced_batch(self, batch: list[Change], context: Context, deadline: Deadline, result: Result) -> None:
+        """A batch, unless AppStream's pace says the rest cannot be done in time (then stop: undo fits)."""
+        with self._lock:
+            left = self._left
+            self._left -= 1
+            stopping = self._stopped
+        pacer = self._runner.pacer
+        if not stopping and pacer.limited and pacer.seconds_for(left) > deadline.remaining() - rules.CALL_SECONDS:
+            with self._lock:
+                self._stopped = True
+                result.throttled_rate = pacer.rate
+                result.throttled_left = left
+        if self._stopped:
+            with self._lock:
+                result.problems.update(dict.fromkeys((change.association for change in batch), THROTTLED))
+            return
+        self._batch(batch, context, deadline, result)
+
+    def pacer_rate(self) -> float | None:
+        """The calls per second AppStream allowed this event (None if it never throttled)."""
+        return self._runner.pacer.rate
 
     def pending_unlocks(self) -> list[dict[str, Any]]:
         """The trailing writes of finished withdrawals, for the event's last write (then forgotten)."""

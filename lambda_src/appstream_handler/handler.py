@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from . import rules
-from .batches import AppStreamRunner, DescribeFailed, ItemRetry
+from .batches import THROTTLED, AppStreamRunner, DescribeFailed, ItemRetry
 from .deadline import Budget, Deadline
 from .decide import Call, Context, Kind, plan
 from .execute import BATCH_WINDOW, Executor, Result
@@ -411,6 +411,9 @@ class _Event:
                     MAX_REASON,
                 ),
             )
+        throttled = [label for label in result.problems.values() if label == THROTTLED]
+        if throttled and len(throttled) * 2 >= len(result.problems):
+            return Answer(FAILED, self.failure_id, throttle_reason(result, executor, note))
         action = "could not be associated"
         if any(change.call is Call.DISASSOCIATE for change in result.done) or context.kind not in (
             Kind.DECLARE,
@@ -488,6 +491,19 @@ class _Event:
         except Superseded:
             logger.warning("The resource was taken over before this event's answer was recorded")
         return answer
+
+
+def throttle_reason(result: Result, executor: Executor, undo_note: str) -> str:
+    """The reason for an event AppStream's rate limit kept from finishing in time."""
+    rate = result.throttled_rate or executor.pacer_rate()
+    pace = f"about {rate:.2g} calls/s" if rate else "a low rate"
+    batches = max(1, result.throttled_left or -(-len(result.problems) // rules.BATCH_LIMIT))
+    return clip(
+        f"AppStream throttled this event (ThrottlingException) to {pace}: {batches} batches of 25 could not be "
+        f"done in the function's time. {undo_note}. Raise timeout, split the users over more associations, "
+        "or ask AWS for a higher AppStream API rate",
+        MAX_REASON,
+    )
 
 
 def _with_legacy(

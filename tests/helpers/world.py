@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
-from botocore.config import Config
 
 from appstream_handler import rules
+from appstream_handler.clients import client_config
 from appstream_handler.handler import Answer, Clients, Clocks, Environment, handle_event
 from constructs_lib.testing.appstream import AppStreamServer, AppStreamState
 from constructs_lib.testing.aws_services import LocalAws
@@ -247,10 +247,13 @@ def running_world(table: str = "state") -> Iterator[World]:
             aws_session_token="testing",
             region_name="us-east-1",
         )
-        config = Config(retries={"mode": "standard", "total_max_attempts": 3}, connect_timeout=3, read_timeout=10)
         clients = Clients(
-            appstream=session.client("appstream", endpoint_url=appstream.endpoint_url, config=config),
-            cloudformation=session.client("cloudformation", endpoint_url=cfn.endpoint_url, config=config),
-            dynamodb=session.client("dynamodb", endpoint_url=aws.endpoint_url, config=config),
+            appstream=session.client(
+                "appstream", endpoint_url=appstream.endpoint_url, config=client_config("appstream")
+            ),
+            cloudformation=session.client(
+                "cloudformation", endpoint_url=cfn.endpoint_url, config=client_config("cloudformation")
+            ),
+            dynamodb=session.client("dynamodb", endpoint_url=aws.endpoint_url, config=client_config("dynamodb")),
         )
         yield World(appstream, aws, cfn, registry, table, clients, clock)
