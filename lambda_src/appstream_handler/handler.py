@@ -47,7 +47,7 @@ from .model import (
 from .properties import DesiredState, MalformedProperties, parse_properties
 from .reasons import MAX_REASON, clip, failure_reason
 from .stack_phase import NotInStack, StackFacts, StackUnreadable, read_facts, refusal, stack_name_of
-from .store import Owner, StackState, StateStore, StoreError, Superseded
+from .store import Conflicts, Owner, StackState, StateStore, StoreError, Superseded
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ PHYSICAL_ID_PREFIX = "appstream-user-stack-association:"
 FAILED_CREATE_PREFIX = "appstream-user-stack-association-failed:"
 DEPLOYMENT_ID_PREFIX = "appstream-user-stack-association-deployment:"
 SUPERSEDE_POLL_SECONDS = 0.5
+TAKE_OVER_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,7 @@ class _Event:
                         ),
                     ),
                 )
-            store.take_over(owner)
+            record = self._take_over(owner, record)
             wait = min(BATCH_WINDOW, record.busy_until - self.clocks.wall())
             if wait > 0:
                 logger.info(
@@ -457,6 +458,19 @@ class _Event:
         ):
             return self.desired.associations
         return frozenset()
+
+    def _take_over(self, owner: Owner, record: ResourceRecord) -> ResourceRecord:
+        """Hold the resource against the event running on it; the record as it was when taken."""
+        for _ in range(TAKE_OVER_ATTEMPTS):
+            owner.version = record.version
+            try:
+                self.store.take_over(owner)
+                return record
+            except Conflicts:
+                # The running event wrote meanwhile (a batch): read again, take it then.
+                self.clocks.sleep(0.05)
+                record = self.store.load_resource(self.claimant)
+        raise StoreError("STATE_CONFLICT", f"could not take resource {self.claimant.logical_id} over")
 
     def _may_take_over(self) -> bool:
         """A rollback or deletion event may take a resource over from a live forward event."""
