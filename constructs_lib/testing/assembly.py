@@ -310,6 +310,7 @@ def _assembly_dir(source: AssemblySource) -> Path:
 
 
 def _manifest_stacks(directory: Path) -> Iterator[StackTemplate]:
+    """The assembly's stacks in manifest order, each after the stacks it depends on; stages where they appear."""
     manifest_path = directory / "manifest.json"
     if not manifest_path.is_file():
         raise RehearsalError(f"{directory} is not a cloud assembly (no manifest.json): run cdk synth first")
@@ -317,6 +318,7 @@ def _manifest_stacks(directory: Path) -> Iterator[StackTemplate]:
     artifacts: Mapping[str, Any] = manifest.get("artifacts", {})
     stack_ids = {key for key, artifact in artifacts.items() if artifact.get("type") == "aws:cloudformation:stack"}
     stacks: dict[str, StackTemplate] = {}
+    entries: list[str | Path] = []  # a stack's artifact id, or a stage's nested assembly
     for artifact_id, artifact in artifacts.items():
         kind = artifact.get("type")
         if kind == "aws:cloudformation:stack":
@@ -325,13 +327,9 @@ def _manifest_stacks(directory: Path) -> Iterator[StackTemplate]:
             stacks[artifact_id] = StackTemplate(
                 template.stack_name, artifact_id, directory, template.body, template.resources, wanted
             )
+            entries.append(artifact_id)
         elif kind == "cdk:cloud-assembly":  # a Stage
-            nested = directory / artifact.get("properties", {}).get("directoryName", "")
-            yield from _manifest_stacks(nested)
-    yield from _dependency_order(stacks)
-
-
-def _dependency_order(stacks: Mapping[str, StackTemplate]) -> Iterator[StackTemplate]:
+            entries.append(directory / artifact.get("properties", {}).get("directoryName", ""))
     done: set[str] = set()
     visiting: set[str] = set()
 
@@ -347,8 +345,8 @@ def _dependency_order(stacks: Mapping[str, StackTemplate]) -> Iterator[StackTemp
         done.add(key)
         yield stacks[key]
 
-    for key in stacks:
-        yield from visit(key)
+    for entry in entries:
+        yield from (_manifest_stacks(entry) if isinstance(entry, Path) else visit(entry))
 
 
 def read_assembly(source: AssemblySource) -> list[StackTemplate]:
