@@ -1343,8 +1343,9 @@ class Rehearsal:
         if result.status == "ok":
             touch.physical_id = result.physical_id
             touch.provisioned = touch.action == "Replace"
-            attributes = result.attributes if result.attributes or not resource.is_custom else {}
-            live = _Live(resource, result.physical_id, touch.properties, attributes, result.function, old.created_in)
+            live = _Live(
+                resource, result.physical_id, touch.properties, result.attributes, result.function, old.created_in
+            )
             with self._state_lock:
                 op.stack.resources[resource.logical_id] = live
             self._resource_event(op, resource, "UPDATE_COMPLETE", physical_id=result.physical_id, result=result)

@@ -37,6 +37,7 @@ def observe(cfn, event):
         stack = cfn.describe_stacks(StackName=event["StackId"])["Stacks"][0]
         seen["StackStatus"] = stack["StackStatus"]
         seen["LastUpdated"] = "LastUpdatedTime" in stack
+        seen["OperationId"] = (stack.get("LastOperations") or [{}])[0].get("OperationId")
         detail = cfn.describe_stack_resource(StackName=event["StackId"], LogicalResourceId=event["LogicalResourceId"])
         seen["ResourceStatus"] = detail["StackResourceDetail"]["ResourceStatus"]
         resources = cfn.describe_stack_resources(StackName=event["StackId"])["StackResources"]

@@ -115,6 +115,7 @@ def test_a_failed_create_cancels_what_is_in_flight_and_deletes_it_with_a_made_up
     assert rehearsal.deployed("Echo") == {}
 
 
+@pytest.mark.slow
 def test_a_failed_update_rolls_back_every_changed_resource_with_properties_swapped(app: App, rehearse: Make) -> None:
     rehearsal = rehearse()
     only(rehearsal.deploy(app.one({"A": custom(Users=["a"]), "B": custom(Users=["b"]), "C": custom(Users=["c"])})))
@@ -125,7 +126,7 @@ def test_a_failed_update_rolls_back_every_changed_resource_with_properties_swapp
         "B": with_(
             custom({"Update": {"Status": "FAILED", "Reason": "b2 is wrong"}}, Users=["b2"]), DependsOn=["A", "New"]
         ),
-        "C": custom({"Update": {"Sleep": 3}}, Users=["c2"]),  # still running when B fails: cancelled
+        "C": custom({"Update": {"Sleep": 4}}, Users=["c2"]),  # still running when B fails: cancelled
         "New": custom(),
     }
     operation = only(rehearsal.deploy(app.one(v2)))

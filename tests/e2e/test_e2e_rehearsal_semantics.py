@@ -59,17 +59,18 @@ def only(operation: list[StackOperation]) -> StackOperation:
 
 def test_independent_resources_run_at_the_same_time(app: App, rehearse: Make) -> None:
     rehearsal = rehearse()
-    # Each waits (up to 5 s) to see the other in progress, then stays in progress for another second.
+    # Each waits (up to 5 s) to see the other in progress, then stays in progress for half a second more.
     waits = {
-        "A": {"WaitFor": {"Resource": "B", "Status": "CREATE_IN_PROGRESS"}, "Sleep": 1},
-        "B": {"WaitFor": {"Resource": "A", "Status": "CREATE_IN_PROGRESS"}, "Sleep": 1},
+        "A": {"WaitFor": {"Resource": "B", "Status": "CREATE_IN_PROGRESS"}, "Sleep": 0.5},
+        "B": {"WaitFor": {"Resource": "A", "Status": "CREATE_IN_PROGRESS"}, "Sleep": 0.5},
     }
     created = only(rehearsal.deploy(app.one({key: custom({"Create": plan}) for key, plan in waits.items()})))
     assert created.status == "CREATE_COMPLETE", created
     assert {entry["LogicalResourceId"]: entry["saw"] for entry in app.records("waited")} == {"A": True, "B": True}
     # Deleting the stack runs them at the same time too.
     deleting = {
-        key: {"WaitFor": {"Resource": other, "Status": "DELETE_IN_PROGRESS"}, "Sleep": 1} for key, other in ("AB", "BA")
+        key: {"WaitFor": {"Resource": other, "Status": "DELETE_IN_PROGRESS"}, "Sleep": 0.5}
+        for key, other in ("AB", "BA")
     }
     only(rehearsal.deploy(app.one({key: custom({"Delete": plan}) for key, plan in deleting.items()})))
     app.clear()
@@ -277,6 +278,7 @@ def test_a_new_appstream_user_is_invisible_to_batch_calls_for_the_configured_del
         assert [entry["errors"] for entry in app.records("answered")] == [[]]
 
 
+@pytest.mark.slow
 def test_the_function_reads_the_phase_and_its_resource_through_the_cloudformation_api(app: App, rehearse: Make) -> None:
     rehearsal = rehearse(mode="sequential", seed=1)
     v1 = {"A": custom(Users=["a"]), "Gone": with_(custom(), DependsOn="A")}
@@ -316,6 +318,10 @@ def test_the_function_reads_the_phase_and_its_resource_through_the_cloudformatio
     assert {e["app_id"] for e in app.records()} == {
         run.request_id for op in rehearsal.operations for run in op.invocations
     }
+    operation_ids = [e["seen"]["OperationId"] for e in app.records()]  # DescribeStacks' LastOperations
+    assert set(operation_ids) == {op.operation_id for op in rehearsal.operations if op.events}
+    assert operation_ids[0] == rehearsal.operations[0].operation_id
+    assert operation_ids[-1] == rehearsal.operations[-1].operation_id
 
 
 @pytest.mark.slow
