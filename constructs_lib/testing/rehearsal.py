@@ -653,6 +653,7 @@ class Rehearsal:
         self._names = random.Random(seed)
         self._process: LambdaProcess | None = None
         self._standins: StandIns | None = None
+        self._answers: dict[str, ResponseAttempt] = {}
 
     # -- servers -------------------------------------------------------------------------------
 
@@ -1604,7 +1605,13 @@ class Rehearsal:
         return spec
 
     def _accepted(self, url: str) -> ResponseAttempt | None:
-        return next((attempt for attempt in self.responses.attempts(url) if attempt.accepted), None)
+        """The first response CloudFormation accepted for ``url`` (kept once found: it never changes)."""
+        found = self._answers.get(url)
+        if found is None:
+            found = next((attempt for attempt in self.responses.attempts(url) if attempt.accepted), None)
+            if found is not None:
+                self._answers[url] = found
+        return found
 
     def _send(
         self,

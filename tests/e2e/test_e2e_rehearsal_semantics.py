@@ -357,3 +357,12 @@ def test_dynamodb_tables_are_created_in_local_aws_and_reached_through_aws_endpoi
     assert statuses(deleted, "Kept") == ["DELETE_SKIPPED"]
     assert set(dynamodb.list_tables()["TableNames"]) >= {kept}
     assert name not in dynamodb.list_tables()["TableNames"]
+
+
+def test_without_local_aws_the_services_types_are_plain_stand_ins(app: App, rehearse: Make) -> None:
+    rehearsal = rehearse(aws=False)
+    table = {"Type": "AWS::DynamoDB::Table", "Properties": {"TableName": "state"}}
+    created = only(rehearsal.deploy(app.one({"Table": table})))
+    assert created.status == "CREATE_COMPLETE", created
+    assert rehearsal.deployed("Echo")["Table"] == "state"  # its name, as CloudFormation would have it
+    assert rehearsal.aws is None  # moto was never started
