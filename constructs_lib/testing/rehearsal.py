@@ -606,6 +606,8 @@ class Rehearsal:
     :param cloudformation: the CloudFormation API serving ``registry``. Default: one started here.
     :param aws: a LocalAws to create DynamoDB/SSM/S3 resources in; True to start one at once;
         False to treat those types as stand-ins. Default: one started when first needed.
+    :param clock: CloudFormation's clock, virtual waits included; make one first to give an
+        AppStream fake the same time (``AppStreamState(clock=clock.monotonic)``). Default: a new one.
     """
 
     def __init__(
@@ -622,10 +624,11 @@ class Rehearsal:
         registry: StackRegistry | None = None,
         cloudformation: CloudFormationApi | None = None,
         aws: LocalAws | bool | None = None,
+        clock: RehearsalClock | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        self.clock = RehearsalClock()
+        self.clock = clock if clock is not None else RehearsalClock()
         self.faults = RehearsalFaults()
         self.region = region
         self.mode = mode

@@ -96,6 +96,7 @@ def handler(event, context):
                 UserStackAssociations=[{"StackName": plan["Stack"], "UserName": user, "AuthenticationType": "USERPOOL"}]
             )
             errors += [item["ErrorCode"] for item in result.get("errors", [])]
+        record(phase="associated", errors=errors, **base)
     if plan.get("PutItem"):
         boto3.client("dynamodb").put_item(TableName=os.environ["TABLE"], Item={"pk": {"S": plan["PutItem"]}})
     if plan.get("RaiseOnce"):

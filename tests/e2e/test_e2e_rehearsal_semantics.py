@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from constructs_lib.testing import AppStreamServer, Rehearsal, RehearsalError, ResponseServer, StackOperation
+from constructs_lib.testing import (
+    AppStreamServer,
+    AppStreamState,
+    Rehearsal,
+    RehearsalClock,
+    RehearsalError,
+    ResponseServer,
+    StackOperation,
+)
 
 from .recorder_app import App, custom, with_
 
@@ -276,6 +284,33 @@ def test_a_new_appstream_user_is_invisible_to_batch_calls_for_the_configured_del
         app.clear()
         assert only(rehearsal.deploy(app.one(resources))).status == "CREATE_COMPLETE"
         assert [entry["errors"] for entry in app.records("answered")] == [[]]
+
+
+def test_a_fake_on_the_rehearsal_s_clock_lets_a_user_appear_during_lambda_s_virtual_retry_wait(
+    app: App, cfn: ResponseServer, tmp_path: Path
+) -> None:
+    clock = RehearsalClock()
+    resources = {
+        "Stack": {"Type": "AWS::AppStream::Stack", "Properties": {"Name": "analysts"}},
+        "Cy": {
+            "Type": "AWS::AppStream::User",
+            "Properties": {"UserName": "cy@example.com", "AuthenticationType": "USERPOOL"},
+        },
+        "Grant": custom(
+            {"Create": {"Stack": "analysts", "Associate": [{"Ref": "Cy"}], "RaiseOnce": str(tmp_path / "m")}}
+        ),
+    }
+    assembly = app.version({"Echo": {"Resources": resources}}, function={"retries": 1})
+    with (
+        AppStreamServer(AppStreamState(clock=clock.monotonic)) as appstream,
+        Rehearsal(appstream, cfn, clock=clock, appstream_user_delay=30) as rehearsal,
+    ):
+        created = only(rehearsal.deploy(assembly))
+        assert created.status == "CREATE_COMPLETE", created
+        # The first run finds no user yet (and fails); Lambda's retry a minute later finds it.
+        assert [entry["errors"] for entry in app.records("associated")] == [["USER_NAME_NOT_FOUND"], []]
+        assert appstream.state.associations() == {("analysts", "cy@example.com", "USERPOOL")}
+        assert 55 < clock.skipped <= 60
 
 
 @pytest.mark.slow
