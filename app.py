@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Demo CDK app: one stack ``AppStreamUserAssociationsDemo`` with one ``UserStackAssociation``.
 
+Next to it, an SSM parameter records what the stack manages (the AppStream stack and how many
+users), for people looking at the account; ``make demo`` also uses it as the resource whose
+failure rolls a deploy back.
+
 Settings come from CDK context (``cdk synth -c key=value`` or the ``context`` of cdk.json):
 
 =========================== ================================================ =======================
@@ -31,6 +35,7 @@ import sys
 from collections.abc import Mapping
 
 import aws_cdk as cdk
+from aws_cdk import aws_ssm as ssm
 
 from constructs_lib import AssociationValidationError, UserStackAssociation
 
@@ -115,6 +120,12 @@ def build_app(context: Mapping[str, object] | None = None) -> cdk.App:
         user_names=users,
         authentication_type=authentication_type,
         send_email_notification=send_email,
+    )
+    ssm.StringParameter(
+        stack,
+        "ManagedAssociations",
+        description="What this stack manages in AppStream 2.0",
+        string_value=f"AppStream stack {stack_name}: {len(users)} {authentication_type} users",
     )
     return app
 

@@ -16,16 +16,23 @@ AWS account or Docker.
 
 2. Rehearsal. A local AppStream (:class:`~constructs_lib.testing.AppStreamServer`) is seeded
    from ``tools/demo-seed.json`` and a :class:`~constructs_lib.testing.Rehearsal` plays
-   CloudFormation against it, running the synthesized Lambda asset in a separate process:
+   CloudFormation against it, running the synthesized Lambda asset in a separate process (the
+   stack's other resources are stand-ins; its SSM parameter is created in a local moto). The
+   steps are the table :data:`SCENES`:
 
-   1. create stack AppStreamUserAssociationsDemo from ``initial``: CREATE_COMPLETE;
-   2. update it to ``update``: UPDATE_COMPLETE, same physical id, dave in, carol out;
-   3. create a second stack, AppStreamUserAssociationsBroken, from ``broken``:
-      CREATE_FAILED naming mallory, the rollback Delete, ROLLBACK_COMPLETE, and AppStream
-      exactly as it was before the step (erin's existing association untouched);
-   4. delete both stacks: AppStream is back to the seed.
+   1. create AppStreamUserAssociationsUndone from ``initial``, with the rehearsal told to fail
+      the stack's SSM parameter, which it creates last: the association's Create succeeds, the
+      parameter fails, the rollback deletes the association: ROLLBACK_COMPLETE, and AppStream
+      exactly as it was before the step;
+   2. create stack AppStreamUserAssociationsDemo from ``initial``: CREATE_COMPLETE;
+   3. update it to ``update``: UPDATE_COMPLETE, same physical ids, dave in, carol out;
+   4. create AppStreamUserAssociationsBroken from ``broken``: CREATE_FAILED naming mallory, the
+      rollback Delete, ROLLBACK_COMPLETE, and AppStream exactly as it was before the step
+      (erin's existing association untouched);
+   5. delete the three stacks: AppStream is back to the seed.
 
-   Each step prints CloudFormation's events and AppStream's state afterwards, then checks its
+   Each step prints CloudFormation's events (the stack's, the custom resources' and any
+   failure; the other resources are counted) and AppStream's state afterwards, then checks its
    outcome; the exit status is 1 if any step did not go as expected (2 if synthesis failed).
 
 The seed file (``--seed``) describes the AppStream account the rehearsal starts from, in the
@@ -56,16 +63,22 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
-from constructs_lib.testing import AppStreamServer, AppStreamState, ResponseServer, SeedError, StateSnapshot
-from constructs_lib.testing.rehearsal import (
+from constructs_lib.testing import (
+    AppStreamServer,
+    AppStreamState,
+    Association,
     Rehearsal,
     RehearsalError,
+    ResponseServer,
+    SeedError,
     StackEvent,
     StackOperation,
+    StateSnapshot,
+    read_assembly,
     summarise_users,
     write_event,
 )
@@ -77,6 +90,9 @@ CDK_CLI = REPO / "node_modules" / ".bin" / "cdk"
 
 MAIN_STACK = "AppStreamUserAssociationsDemo"
 BROKEN_STACK = "AppStreamUserAssociationsBroken"
+UNDONE_STACK = "AppStreamUserAssociationsUndone"
+PARAMETER_TYPE = "AWS::SSM::Parameter"
+PARAMETER_FAILURE = "Parameter limit exceeded for this account (rehearsal.faults.fail)"
 APPSTREAM_STACK = "demo-stack"
 MISSING_USER = "mallory@example.com"
 AUTH = "USERPOOL"
@@ -233,8 +249,26 @@ class Printer:
         self.line(self.style(title, "1"))
         self.wrapped(detail)
 
+    def operation(self, operation: StackOperation) -> None:
+        """A stack operation's events as CloudFormation lists them: the stack's, the custom resources' and failures.
+
+        The other resources' events (role, policies, the function, ...) are counted on one line.
+        """
+        hidden: dict[str, str] = {}
+        for event in operation.events:
+            shown = event.logical_id == operation.stack_name or event.resource_type.startswith("Custom::")
+            if shown or event.status.endswith("_FAILED"):
+                self.event(operation.stack_name, event)
+            else:
+                hidden[event.logical_id] = event.resource_type.removeprefix("AWS::")
+        if hidden:
+            kinds = ", ".join(sorted(set(hidden.values())))
+            self.wrapped(self.style(f"(and the events of {len(hidden)} other resources: {kinds})", "2"), "            ")
+
     def event(self, stack_name: str, event: StackEvent) -> None:
         """One CloudFormation event (and the function's log lines with ``logs``)."""
+        if len(event.logical_id) > self.id_width:
+            event = replace(event, logical_id=event.logical_id[: self.id_width - 1] + "~")
         write_event(self.out, stack_name, event, color=self.color, width=self.width, id_width=self.id_width)
         for number, run in enumerate(event.attempts if self.logs else ()):
             if number:
@@ -295,117 +329,222 @@ class Step:
         return not self.problems
 
 
-def _associations(users: Iterable[str]) -> set[tuple[str, str, str]]:
-    return {(APPSTREAM_STACK, user, AUTH) for user in users}
+@dataclass
+class Story:
+    """What the steps share: the rehearsal, AppStream, the assemblies, the seed's associations, ids seen."""
+
+    rehearsal: Rehearsal
+    appstream: AppStreamServer
+    assemblies: Mapping[str, Path]
+    seeded: frozenset[Association]
+    ids: dict[str, str] = field(default_factory=dict)
 
 
-def _expect_status(step: Step, operations: Sequence[StackOperation], status: str) -> StackOperation | None:
-    if len(operations) != 1:
-        step.problems.append(f"expected one stack operation, got {len(operations)}")
-        return None
-    if operations[0].status != status:
-        step.problems.append(f"stack ended in {operations[0].status}, expected {status}")
-    return operations[0]
+@dataclass(frozen=True)
+class Scene:
+    """One step of the story as data: what it does, what CloudFormation and AppStream must show after it.
+
+    ``play`` runs the step's stack operations; every one must end in ``status``; AppStream's
+    associations must then be ``expected(story, before)``; ``checks`` adds the step's own.
+    """
+
+    title: str
+    detail: Callable[[Printer], str]
+    play: Callable[[Story], list[StackOperation]]
+    status: str
+    expected: Callable[[Story, StateSnapshot], frozenset[Association]]
+    verdict: str
+    checks: Callable[[Story, Step, list[StackOperation]], None] = lambda story, step, operations: None
+    show_before: bool = False
+    """Print AppStream's state before the step too."""
 
 
-def _expect_state(step: Step, server: AppStreamServer, expected: set[tuple[str, str, str]], what: str) -> None:
-    actual = set(server.state.associations())
+def _associations(users: Iterable[str]) -> frozenset[Association]:
+    return frozenset((APPSTREAM_STACK, user, AUTH) for user in users)
+
+
+def _as_before(story: Story, before: StateSnapshot) -> frozenset[Association]:
+    return before.associations
+
+
+def parameter_last(assembly: Path) -> list[str]:
+    """An order for a create: every resource in dependency order, the SSM parameters last."""
+    [template] = read_assembly(assembly)
+    ordered: list[str] = []
+
+    def visit(logical_id: str) -> None:
+        if logical_id not in ordered:
+            for other in sorted(template.resources[logical_id].dependencies):
+                visit(other)
+            ordered.append(logical_id)
+
+    for resource in template.resources.values():
+        if resource.resource_type != PARAMETER_TYPE:
+            visit(resource.logical_id)
+    ordered += [resource.logical_id for resource in template.of_type(PARAMETER_TYPE)]
+    return [f"create:{logical_id}" for logical_id in ordered]
+
+
+def _play_undone(story: Story) -> list[StackOperation]:
+    assembly = story.assemblies[INITIAL.name]
+    story.rehearsal.faults.fail(PARAMETER_TYPE, stack=UNDONE_STACK, reason=PARAMETER_FAILURE)
+    return story.rehearsal.deploy(assembly, stack_name=UNDONE_STACK, order=parameter_last(assembly))
+
+
+def _check_undone(story: Story, step: Step, operations: list[StackOperation]) -> None:
+    [operation] = operations
+    association = [event.status for event in operation.resource_events if event.invocation is not None]
+    if association != ["CREATE_COMPLETE", "DELETE_COMPLETE"]:
+        step.problems.append(f"association events {association}, expected CREATE_COMPLETE then DELETE_COMPLETE")
+    failed = [event for event in operation.failures if event.resource_type == PARAMETER_TYPE]
+    if not failed or failed[0].reason != PARAMETER_FAILURE:
+        step.problems.append(f"the SSM parameter did not fail with {PARAMETER_FAILURE!r}")
+
+
+def _play_create(story: Story) -> list[StackOperation]:
+    operations = story.rehearsal.deploy(story.assemblies[INITIAL.name])
+    story.ids.update(story.rehearsal.deployed(MAIN_STACK))
+    return operations
+
+
+def _play_update(story: Story) -> list[StackOperation]:
+    return story.rehearsal.deploy(story.assemblies[UPDATE.name])
+
+
+def _check_update(story: Story, step: Step, operations: list[StackOperation]) -> None:
+    if story.rehearsal.deployed(MAIN_STACK) != story.ids:
+        changed = sorted(
+            key for key, value in story.rehearsal.deployed(MAIN_STACK).items() if story.ids.get(key) != value
+        )
+        step.problems.append(f"physical ids changed: {changed}")
+
+
+def _play_broken(story: Story) -> list[StackOperation]:
+    return story.rehearsal.deploy(story.assemblies[BROKEN.name], stack_name=BROKEN_STACK)
+
+
+def _check_broken(story: Story, step: Step, operations: list[StackOperation]) -> None:
+    [operation] = operations
+    statuses = [event.status for event in operation.resource_events if event.invocation is not None]
+    if statuses != ["CREATE_FAILED", "DELETE_COMPLETE"]:
+        step.problems.append(f"resource events {statuses}, expected CREATE_FAILED then DELETE_COMPLETE")
+    reason = next((e.reason for e in operation.resource_events if e.status == "CREATE_FAILED"), "")
+    if MISSING_USER not in reason or "USER_NAME_NOT_FOUND" not in reason:
+        step.problems.append(f"the failure reason does not name {MISSING_USER} and USER_NAME_NOT_FOUND")
+
+
+def _play_delete(story: Story) -> list[StackOperation]:
+    return [story.rehearsal.destroy(name) for name in (MAIN_STACK, UNDONE_STACK, BROKEN_STACK)]
+
+
+def _changes(printer: Printer) -> str:
+    added = sorted(set(UPDATE.users) - set(INITIAL.users))
+    removed = sorted(set(INITIAL.users) - set(UPDATE.users))
+    return "users: " + "; ".join([*(f"+ {u}" for u in added), *(f"- {u}" for u in removed)])
+
+
+SCENES: tuple[Scene, ...] = (
+    Scene(
+        f"Create {UNDONE_STACK}, whose SSM parameter fails",
+        lambda printer: (
+            f"users: {printer.users(INITIAL.users)}; the association is created first, then the "
+            "stack's SSM parameter fails: the rollback deletes the association"
+        ),
+        _play_undone,
+        "ROLLBACK_COMPLETE",
+        _as_before,
+        "ROLLBACK_COMPLETE; AppStream exactly as before",
+        _check_undone,
+        show_before=True,
+    ),
+    Scene(
+        f"Create {MAIN_STACK}",
+        lambda printer: f"users: {printer.users(INITIAL.users)}",
+        _play_create,
+        "CREATE_COMPLETE",
+        lambda story, before: story.seeded | _associations(INITIAL.users),
+        "CREATE_COMPLETE; erin's existing association kept",
+    ),
+    Scene(
+        f"Update {MAIN_STACK}",
+        _changes,
+        _play_update,
+        "UPDATE_COMPLETE",
+        lambda story, before: story.seeded | _associations(UPDATE.users),
+        "UPDATE_COMPLETE in place (same physical ids)",
+        _check_update,
+    ),
+    Scene(
+        f"Create {BROKEN_STACK}, which must fail",
+        lambda printer: f"users: {printer.users(BROKEN.users)} ({MISSING_USER} is not in the user pool)",
+        _play_broken,
+        "ROLLBACK_COMPLETE",
+        _as_before,
+        "CREATE_FAILED, ROLLBACK_COMPLETE; AppStream as it was",
+        _check_broken,
+    ),
+    Scene(
+        "Delete the three stacks",
+        lambda printer: f"{MAIN_STACK}, then the two rolled back (ROLLBACK_COMPLETE: no resources)",
+        _play_delete,
+        "DELETE_COMPLETE",
+        lambda story, before: story.seeded,
+        "DELETE_COMPLETE; AppStream back to the seed",
+    ),
+)
+"""The story ``make demo`` tells, in order."""
+
+
+def _play(scene: Scene, story: Story, step: Step, printer: Printer) -> None:
+    before = story.appstream.state.snapshot()
+    if scene.show_before:
+        printer.state(story.appstream, "AppStream before")
+    try:
+        operations = scene.play(story)
+    except (RehearsalError, OSError) as error:
+        step.problems.append(f"{type(error).__name__}: {error}")
+        operations = []
+    for operation in operations:
+        printer.operation(operation)
+        if operation.status != scene.status:
+            step.problems.append(f"{operation.stack_name} ended in {operation.status}, expected {scene.status}")
+    if operations:
+        scene.checks(story, step, operations)
+    expected = scene.expected(story, before)
+    actual = story.appstream.state.associations()
     if actual != expected:
         missing = sorted(user for _, user, _ in expected - actual)
         extra = sorted(user for _, user, _ in actual - expected)
-        step.problems.append(f"AppStream is not {what}: missing {missing or 'none'}, unexpected {extra or 'none'}")
-
-
-def _run_step(step: Step, body: Callable[[], None]) -> None:
-    try:
-        body()
-    except (RehearsalError, OSError) as error:
-        step.problems.append(f"{type(error).__name__}: {error}")
+        step.problems.append(f"AppStream is not as expected: missing {missing or 'none'}, unexpected {extra or 'none'}")
+    printer.state(story.appstream, "AppStream after", before)
+    printer.verdict(step.problems, scene.verdict)
 
 
 def rehearse(
-    assemblies: Mapping[str, Path], *, state: AppStreamState, printer: Printer, python: str = sys.executable
+    assemblies: Mapping[str, Path],
+    *,
+    state: AppStreamState,
+    printer: Printer,
+    python: str = sys.executable,
+    scenes: Sequence[Scene] = SCENES,
 ) -> list[Step]:
-    """Play the four steps against a local AppStream serving ``state``; return each step's verdict."""
+    """Play the scenes against a local AppStream serving ``state``; return each step's verdict."""
     initial = state.snapshot()
-    seeded = set(initial.associations)
     steps: list[Step] = []
-    with AppStreamServer(state) as appstream, ResponseServer() as cfn:
-        rehearsal = Rehearsal(appstream, cfn, python=python, report=printer.event)
+    with (
+        AppStreamServer(state) as appstream,
+        ResponseServer() as cfn,
+        Rehearsal(appstream, cfn, python=python) as rehearsal,
+    ):
+        story = Story(rehearsal, appstream, assemblies, initial.associations)
         pool = sorted(user for user, auth in initial.users if auth == AUTH)
         printer.line(f"  AppStream  {appstream.endpoint_url} (local); user pool: {len(pool)} users")
         printer.state(appstream, "AppStream before")
-        ids: dict[str, str] = {}
-
-        step = Step(f"1/4 Create {MAIN_STACK}")
-        steps.append(step)
-        printer.heading(step.title, f"users: {printer.users(INITIAL.users)}")
-        before = appstream.state.snapshot()
-
-        def create() -> None:
-            _expect_status(step, rehearsal.deploy(assemblies[INITIAL.name]), "CREATE_COMPLETE")
-            ids.update(rehearsal.deployed(MAIN_STACK))
-            _expect_state(step, appstream, seeded | _associations(INITIAL.users), "the seed plus the new users")
-
-        _run_step(step, create)
-        printer.state(appstream, "AppStream after", before)
-        printer.verdict(step.problems, "CREATE_COMPLETE; erin's existing association kept")
-
-        added = sorted(set(UPDATE.users) - set(INITIAL.users))
-        removed = sorted(set(INITIAL.users) - set(UPDATE.users))
-        step = Step(f"2/4 Update {MAIN_STACK}")
-        steps.append(step)
-        printer.heading(step.title, "users: " + "; ".join([*(f"+ {u}" for u in added), *(f"- {u}" for u in removed)]))
-        before = appstream.state.snapshot()
-
-        def update() -> None:
-            _expect_status(step, rehearsal.deploy(assemblies[UPDATE.name]), "UPDATE_COMPLETE")
-            if rehearsal.deployed(MAIN_STACK) != ids:
-                step.problems.append(f"physical ids changed from {ids} to {dict(rehearsal.deployed(MAIN_STACK))}")
-            _expect_state(step, appstream, seeded | _associations(UPDATE.users), "the seed plus the updated users")
-
-        _run_step(step, update)
-        printer.state(appstream, "AppStream after", before)
-        printer.verdict(step.problems, "UPDATE_COMPLETE in place (same physical id)")
-
-        step = Step(f"3/4 Create {BROKEN_STACK}, which must fail")
-        steps.append(step)
-        printer.heading(step.title, f"users: {printer.users(BROKEN.users)} ({MISSING_USER} is not in the user pool)")
-        before = appstream.state.snapshot()
-
-        def failed_create() -> None:
-            operations = rehearsal.deploy(assemblies[BROKEN.name], stack_name=BROKEN_STACK)
-            operation = _expect_status(step, operations, "ROLLBACK_COMPLETE")
-            if operation is None:
-                return
-            statuses = [event.status for event in operation.resource_events if event.invocation is not None]
-            if statuses != ["CREATE_FAILED", "DELETE_COMPLETE"]:
-                step.problems.append(f"resource events {statuses}, expected CREATE_FAILED then DELETE_COMPLETE")
-            reason = next((e.reason for e in operation.resource_events if e.status == "CREATE_FAILED"), "")
-            if MISSING_USER not in reason or "USER_NAME_NOT_FOUND" not in reason:
-                step.problems.append(f"the failure reason does not name {MISSING_USER} and USER_NAME_NOT_FOUND")
-            if appstream.state.snapshot() != before:
-                step.problems.append("AppStream is not as it was before the step")
-
-        _run_step(step, failed_create)
-        printer.state(appstream, "AppStream after", before)
-        printer.verdict(step.problems, "CREATE_FAILED, ROLLBACK_COMPLETE; AppStream as it was")
-
-        step = Step("4/4 Delete both stacks")
-        steps.append(step)
-        printer.heading(step.title, f"{MAIN_STACK}, then {BROKEN_STACK} (ROLLBACK_COMPLETE: no resources)")
-        before = appstream.state.snapshot()
-
-        def delete() -> None:
-            for name in (MAIN_STACK, BROKEN_STACK):
-                operation = rehearsal.destroy(name)
-                if operation.status != "DELETE_COMPLETE":
-                    step.problems.append(f"{name} ended in {operation.status}, expected DELETE_COMPLETE")
-            _expect_state(step, appstream, seeded, "back to the seed")
-
-        _run_step(step, delete)
-        printer.state(appstream, "AppStream after", before)
-        printer.verdict(step.problems, "DELETE_COMPLETE; AppStream back to the seed")
+        for number, scene in enumerate(scenes, 1):
+            step = Step(f"{number}/{len(scenes)} {scene.title}")
+            steps.append(step)
+            printer.heading(step.title, scene.detail(printer))
+            _play(scene, story, step, printer)
     return steps
 
 

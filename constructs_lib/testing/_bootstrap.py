@@ -1,9 +1,10 @@
 """Runs inside the child process that plays the Lambda runtime; standard library only.
 
-The parent (:class:`constructs_lib.testing.rehearsal.LambdaProcess`) starts
+The parent (:class:`constructs_lib.testing.lambda_runtime.LambdaProcess`) starts
 ``python -I -B -c <this file>`` with a clean environment, in the asset directory, and writes
 one invocation as JSON on stdin: asset directory, handler string, timeout, memory size,
-function name, event, and the path of a report file.
+function name, event, the path of a report file and the request id (Lambda's
+``aws_request_id``; the parent also makes it botocore's application id).
 
 Like Lambda's Python runtime, this
 
@@ -128,12 +129,12 @@ class _RequestIdFilter(logging.Filter):
 class _Invocation:
     """One run of the handler: ends the process exactly once, with a report."""
 
-    def __init__(self, report_path: str, asset_dir: str) -> None:
+    def __init__(self, report_path: str, asset_dir: str, request_id: str | None = None) -> None:
         self._report_path = report_path
         self._asset_dir = os.path.realpath(asset_dir)
         self._lock = threading.Lock()
         self._started = time.monotonic()
-        self.request_id = str(uuid.uuid4())
+        self.request_id = request_id or str(uuid.uuid4())
         self.init_seconds: float | None = None
         self.invoke_started: float | None = None
         self.memory_mb = 0
@@ -216,7 +217,7 @@ def main() -> None:
     """Read the invocation from stdin, run it, and end the process with the report written."""
     request: dict[str, Any] = json.loads(sys.stdin.read())
     asset_dir = str(request["asset_dir"])
-    invocation = _Invocation(str(request["report_path"]), asset_dir)
+    invocation = _Invocation(str(request["report_path"]), asset_dir, request.get("request_id"))
     invocation.memory_mb = int(request["memory_mb"])
     timeout = float(request["timeout"])
 

@@ -1,4 +1,4 @@
-"""``make demo``'s script: its four steps pass on app.py, and it says so (exit 1) when one does not."""
+"""``make demo``'s script: its five steps pass on app.py, and it says so (exit 1) when one does not."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from constructs_lib.testing import AppStreamState, read_assembly
 from tools import demo
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def test_the_demo_seed_is_what_the_demo_s_checks_assume() -> None:
-    state = demo.AppStreamState.load_seed(demo.DEFAULT_SEED)
+    state = AppStreamState.load_seed(demo.DEFAULT_SEED)
     pool = {user for user, auth in state.users() if auth == "USERPOOL"}
     declared = set(demo.INITIAL.users) | set(demo.UPDATE.users) | set(demo.BROKEN.users)
     assert declared - pool == {demo.MISSING_USER}
@@ -27,12 +28,12 @@ def test_the_demo_seed_is_what_the_demo_s_checks_assume() -> None:
     assert not existing & (set(demo.INITIAL.users) | set(demo.UPDATE.users))
 
 
-def test_all_four_steps_go_as_expected_and_the_output_fits_a_terminal(assemblies: Mapping[str, Path]) -> None:
+def test_all_five_steps_go_as_expected_and_the_output_fits_a_terminal(assemblies: Mapping[str, Path]) -> None:
     out = io.StringIO()
     printer = demo.Printer(out, color=False, width=80)
-    steps = demo.rehearse(assemblies, state=demo.AppStreamState.load_seed(demo.DEFAULT_SEED), printer=printer)
+    steps = demo.rehearse(assemblies, state=AppStreamState.load_seed(demo.DEFAULT_SEED), printer=printer)
     text = out.getvalue()
-    assert [step.problems for step in steps] == [[], [], [], []], text
+    assert [step.problems for step in steps] == [[]] * len(demo.SCENES) == [[]] * 5, text
     assert not ANSI.search(text)
     assert max(len(line) for line in text.splitlines()) <= 80
     for expected in (
@@ -43,15 +44,30 @@ def test_all_four_steps_go_as_expected_and_the_output_fits_a_terminal(assemblies
         "DELETE_COMPLETE",
         "USER_NAME_NOT_FOUND",
         "changed: nothing",
+        demo.PARAMETER_FAILURE,
+        "as expected: ROLLBACK_COMPLETE; AppStream exactly as before",
     ):
         assert expected in text
-    assert text.count("as expected: ") == 4
+    assert text.count("as expected: ") == 5
+    first = text[text.index("1/5 ") : text.index("2/5 ")]
+    assert first.index("AppStream before") < first.index("AppStream after")  # the rolled-back step shows both
+
+
+def test_the_rolled_back_deploy_creates_the_parameter_after_everything_else(assemblies: Mapping[str, Path]) -> None:
+    order = demo.parameter_last(assemblies[demo.INITIAL.name])
+    [template] = read_assembly(assemblies[demo.INITIAL.name])
+    [parameter] = template.of_type(demo.PARAMETER_TYPE)
+    assert order[-1] == f"create:{parameter.logical_id}"
+    assert sorted(order) == sorted(f"create:{key}" for key in template.resources)
+    position = {entry.removeprefix("create:"): index for index, entry in enumerate(order)}
+    for resource in template.resources.values():
+        assert all(position[other] < position[resource.logical_id] for other in resource.dependencies)
 
 
 def test_an_unexpected_outcome_makes_the_demo_exit_1(
     assemblies: Mapping[str, Path], demo_workdir: Path, tmp_path: Path
 ) -> None:
-    # With mallory in the user pool, the create that must fail succeeds: step 3 is not as expected.
+    # With mallory in the user pool, the create that must fail succeeds: step 4 is not as expected.
     seed = json.loads(demo.DEFAULT_SEED.read_text(encoding="utf-8"))
     seed["users"].append({"UserName": demo.MISSING_USER, "AuthenticationType": "USERPOOL"})
     seed_path = tmp_path / "seed.json"
@@ -60,11 +76,11 @@ def test_an_unexpected_outcome_makes_the_demo_exit_1(
     assert demo.main(["--workdir", str(demo_workdir), "--seed", str(seed_path)], out=out) == 1
     text = out.getvalue()
     assert "NOT AS EXPECTED:" in text
-    assert "stack ended in CREATE_COMPLETE, expected ROLLBACK_COMPLETE" in text
-    # Deleting the broken stack then removes erin, whom it declared: step 4 cannot end at the seed either.
+    assert f"{demo.BROKEN_STACK} ended in CREATE_COMPLETE, expected ROLLBACK_COMPLETE" in " ".join(text.split())
+    # Deleting the broken stack then removes erin, whom it declared: step 5 cannot end at the seed either.
     assert (
-        "2 of 4 steps did not go as expected (3/4 Create AppStreamUserAssociationsBroken, which must fail, "
-        "4/4 Delete both stacks)" in text
+        "2 of 5 steps did not go as expected (4/5 Create AppStreamUserAssociationsBroken, which must fail, "
+        "5/5 Delete the three stacks)" in text
     )
 
 

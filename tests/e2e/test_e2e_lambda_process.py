@@ -1,4 +1,4 @@
-"""The rehearsal's Lambda stand-in runs an asset as Lambda would, and fails where Lambda would.
+"""The rehearsal's Lambda runtime runs an asset as Lambda would, and fails where Lambda would.
 
 Probe assets (a few lines of Python in a temporary directory) report what the child process
 sees; copies of the real asset and assembly, altered one way each, show that a missing
@@ -11,6 +11,7 @@ import importlib.util
 import json
 import shutil
 import textwrap
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from constructs_lib.testing import (
     ResponseServer,
     read_assembly,
 )
+from constructs_lib.testing.lambda_runtime import KILLED_ERROR, NOWHERE
 from tools.demo import INITIAL
 
 
@@ -97,6 +99,7 @@ def test_the_child_gets_lambda_s_context_path_and_a_clean_environment(
     assert "HOME_SECRET_TOKEN" not in seen["env"]
     assert "AWS_PROFILE" not in seen["env"]
     assert {"AWS_REGION", "AWS_ENDPOINT_URL_APPSTREAM", "SSL_CERT_FILE", "LAMBDA_TASK_ROOT"} <= set(seen["env"])
+    assert "AWS_ENDPOINT_URL" in seen["env"]  # NOWHERE: no call can reach real AWS
     assert seen["response_url"].startswith(cfn.base_url + "/cfn-response/Probe/")
     assert not (asset / "__pycache__").exists()  # Lambda's /var/task is read-only: nothing written
     assert invocation.status == "NO_RESPONSE"  # the probe never answers
@@ -188,6 +191,52 @@ def test_modules_outside_the_asset_and_the_runtime_cannot_be_imported(
     )
 
 
+def test_each_run_has_its_own_id_as_lambda_s_request_id_and_botocore_s_app_id(
+    tmp_path: Path, appstream: AppStreamServer, cfn: ResponseServer
+) -> None:
+    source = """
+        import os
+        def handler(event, context):
+            print("IDS", context.aws_request_id, os.environ["AWS_SDK_UA_APP_ID"], os.environ["AWS_ENDPOINT_URL"])
+            print("CFN", os.environ["AWS_ENDPOINT_URL_CLOUDFORMATION"])
+    """
+    asset = probe_asset(tmp_path / "asset", source, "index")
+    process = LambdaProcess(appstream, cfn, endpoints=lambda: {"AWS_ENDPOINT_URL_CLOUDFORMATION": "http://127.0.0.1:1"})
+    invocation = process.start(spec(asset, "index.handler"), create_event(), request_id="run-1").wait()
+    assert f"IDS run-1 run-1 {NOWHERE}" in invocation.logs
+    assert "START RequestId: run-1 Version: $LATEST" in invocation.logs
+    assert "CFN http://127.0.0.1:1" in invocation.logs
+    assert invocation.request_id == "run-1"
+    assert process.invoke(spec(asset, "index.handler"), create_event()).request_id not in ("", "run-1")
+
+
+def test_a_run_can_be_killed_while_it_runs_as_a_crashed_lambda_process(
+    tmp_path: Path, appstream: AppStreamServer, cfn: ResponseServer
+) -> None:
+    marker = tmp_path / "started"
+    source = f"""
+        import pathlib, time
+        def handler(event, context):
+            pathlib.Path({str(marker)!r}).write_text("running")
+            time.sleep(30)
+    """
+    asset = probe_asset(tmp_path / "asset", source, "index")
+    run = LambdaProcess(appstream, cfn).start(spec(asset, "index.handler", timeout=60), create_event())
+    deadline = time.monotonic() + 20
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert marker.exists()
+    assert not run.done
+    run.kill()
+    invocation = run.wait(timeout=10)
+    assert run.done
+    assert invocation.killed
+    assert invocation.error == KILLED_ERROR
+    assert (invocation.status, invocation.timed_out) == ("NO_RESPONSE", False)
+    assert invocation.reason == f"the function was killed without answering ({KILLED_ERROR})"
+    assert invocation.seconds < 20
+
+
 # -- the real asset, altered -----------------------------------------------------------------------
 
 
@@ -200,8 +249,9 @@ def assembly_copy(assemblies: Mapping[str, Path], tmp_path: Path) -> Path:
 
 def asset_of(assembly: Path) -> Path:
     [stack] = read_assembly(assembly)
-    [resource] = stack.associations
-    return resource.function.asset_dir
+    [function] = stack.of_type("AWS::Lambda::Function")
+    assert function.asset_dir is not None
+    return function.asset_dir
 
 
 def seeded() -> AppStreamState:
@@ -225,8 +275,8 @@ def test_the_bundled_asset_without_crhelper_fails_to_import_although_crhelper_is
 ) -> None:
     assert importlib.util.find_spec("crhelper") is not None  # the dev environment has crhelper
     shutil.rmtree(asset_of(assembly_copy) / "crhelper")
-    with AppStreamServer(seeded()) as appstream:
-        [operation] = Rehearsal(appstream, cfn).deploy(assembly_copy)
+    with AppStreamServer(seeded()) as appstream, Rehearsal(appstream, cfn) as rehearsal:
+        [operation] = rehearsal.deploy(assembly_copy)
         assert appstream.calls == ()
     create = operation.invocations[0]
     assert create.error is not None
@@ -242,7 +292,9 @@ def test_the_bundled_asset_without_crhelper_fails_to_import_although_crhelper_is
     assert [(event.status, len(event.attempts)) for event in failed] == [("CREATE_FAILED", 1), ("DELETE_FAILED", 1)]
     assert failed[0].reason.startswith("CloudFormation did not receive a response from your Custom Resource")
     [stack] = read_assembly(assembly_copy)
-    assert f"ServiceTimeout of {stack.associations[0].service_timeout:.0f} s" in failed[0].reason
+    [association] = stack.of_type("Custom::AppStreamUserStackAssociation")
+    assert f"ServiceTimeout of {association.properties['ServiceTimeout']} s" in failed[0].reason
+    assert operation.skipped >= 2 * int(association.properties["ServiceTimeout"]) - 10  # waited virtually, twice
 
 
 def test_the_template_s_handler_timeout_and_retry_setting_are_the_ones_run(
@@ -257,8 +309,8 @@ def test_the_template_s_handler_timeout_and_retry_setting_are_the_ones_run(
 
     edit_template(assembly_copy, stuck_without_retries)
     probe_asset(asset_of(assembly_copy), "import time\ndef wait(event, context):\n    time.sleep(30)\n", "stuck")
-    with AppStreamServer(seeded()) as appstream:
-        [operation] = Rehearsal(appstream, cfn).deploy(assembly_copy)
+    with AppStreamServer(seeded()) as appstream, Rehearsal(appstream, cfn) as rehearsal:
+        [operation] = rehearsal.deploy(assembly_copy)
     create, rollback_delete = operation.invocations  # no retries
     assert create.timed_out
     assert "Task timed out after 1.00 seconds" in create.logs
@@ -300,11 +352,11 @@ def test_a_crashed_run_is_not_retried_late_so_nothing_is_left_behind(
 
     edit_template(assembly_copy, flaky)
     probe_asset(asset_of(assembly_copy), FLAKY, "flaky")
-    with AppStreamServer(seeded()) as appstream:
+    with AppStreamServer(seeded()) as appstream, Rehearsal(appstream, cfn) as rehearsal:
         before = appstream.state.associations()
-        [operation] = Rehearsal(appstream, cfn).deploy(assembly_copy)
+        [operation] = rehearsal.deploy(assembly_copy)
         associated = appstream.state.associations()
-    create = operation.resource_events[1]
+    [create] = [event for event in operation.failures if event.resource_type == "Custom::AppStreamUserStackAssociation"]
     assert create.status == "CREATE_FAILED"
     [first] = create.attempts
     assert first.error == "RuntimeError: first run crashes"

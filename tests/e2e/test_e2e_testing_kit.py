@@ -56,23 +56,31 @@ def test_stages_and_a_stack_name_given_as_a_ref_are_followed(tmp_path: Path) -> 
 
     [template] = read_assembly(assembly)
     assert template.stack_name == "Prod-Workspaces"
-    [resource] = template.associations
-    assert resource.properties["StackName"] == "analysts"
+    [resource] = template.of_type("Custom::AppStreamUserStackAssociation")
+    [declared] = template.of_type("AWS::AppStream::Stack")
+    assert resource.properties["StackName"] == {"Ref": declared.logical_id}  # resolved when deployed
+    assert declared.logical_id in resource.dependencies
 
-    state = AppStreamState.from_seed({"stacks": ["analysts"], "users": [{"UserName": "alice@example.com"}]})
-    with AppStreamServer(state) as appstream, ResponseServer() as cfn:
-        rehearsal = Rehearsal(appstream, cfn)
+    state = AppStreamState.from_seed({"users": [{"UserName": "alice@example.com"}]})
+    with AppStreamServer(state) as appstream, ResponseServer() as cfn, Rehearsal(appstream, cfn) as rehearsal:
         [operation] = rehearsal.deploy(assembly)
-        assert operation.status == "CREATE_COMPLETE"
+        assert operation.status == "CREATE_COMPLETE", operation
         assert rehearsal.status("Prod-Workspaces") == "CREATE_COMPLETE"
+        assert appstream.state.stacks() == {"analysts"}  # the CfnStack, created by the rehearsal
         assert appstream.state.associations() == {("analysts", "alice@example.com", "USERPOOL")}
+        [create] = operation.invocations
+        assert create.event["ResourceProperties"]["StackName"] == "analysts"  # Ref of a CfnStack: its name
+        assert rehearsal.destroy("Prod-Workspaces").status == "DELETE_COMPLETE"
+        assert appstream.state.stacks() == set()
 
 
 def test_the_asset_holds_the_handler_and_crhelper_and_nothing_of_the_testing_kit(
     assemblies: Mapping[str, Path],
 ) -> None:
     [template] = read_assembly(assemblies[INITIAL.name])
-    asset = template.associations[0].function.asset_dir
+    [function] = template.of_type("AWS::Lambda::Function")
+    asset = function.asset_dir
+    assert asset is not None
     files = {path.relative_to(asset).as_posix() for path in asset.rglob("*") if path.is_file()}
     handler_files = {path.relative_to(REPO / "lambda_src").as_posix() for path in (REPO / "lambda_src").rglob("*.py")}
     wheel = REPO / "constructs_lib" / "_vendor" / "crhelper-2.0.12-py3-none-any.whl"
