@@ -80,30 +80,57 @@ def order_declarations(stack: Stack, declarations: Iterable[Declaration]) -> Non
         elif isinstance(construct, appstream.CfnUser) and _same_stack(construct, stack):
             user_key = (resolver.key(construct.user_name), resolver.key(construct.authentication_type))
             users_by_name.setdefault(user_key, []).append(construct)
-    if not stacks_by_name and not users_by_name:
+    if (
+        not stacks_by_name
+        and not users_by_name
+        and not any(isinstance(construct, appstream.CfnStack) for construct in stack.node.find_all())
+    ):
         return
 
+    stack_ids = {resolver.logical_id(item) for items in stacks_by_name.values() for item in items}
+    stack_ids |= {
+        resolver.logical_id(construct)
+        for construct in stack.node.find_all()
+        if isinstance(construct, appstream.CfnStack) and _same_stack(construct, stack)
+    }
     for association in associations:
         stack_name = resolver.resolved(association.stack_name)
         stack_refs = _referenced_logical_ids(stack_name)
+        declared_here = bool(stack_refs & stack_ids)
         for appstream_stack in stacks_by_name.get(json.dumps(stack_name, sort_keys=True), []):
+            declared_here = True
             if resolver.logical_id(appstream_stack) not in stack_refs:
                 for shard in association.shards:
                     _depend(shard.resource, appstream_stack)
-        if not users_by_name:
-            continue
         auth_key = resolver.key(association.authentication_type)
         for shard in association.shards:
             resource, user_names = shard.resource, shard.user_names
-            if is_unresolved(list(user_names)):
-                continue
-            for user_name in user_names:
-                resolved = resolver.resolved(user_name)
-                users = users_by_name.get((json.dumps(resolved, sort_keys=True), auth_key), [])
-                refs = _referenced_logical_ids(resolved) if users else set()
-                for user in users:
-                    if resolver.logical_id(user) not in refs:
-                        _depend(resource, user)
+            awaited: list[str] = []
+            if users_by_name and not is_unresolved(list(user_names)):
+                for user_name in user_names:
+                    resolved = resolver.resolved(user_name)
+                    users = users_by_name.get((json.dumps(resolved, sort_keys=True), auth_key), [])
+                    if users:
+                        awaited.append(user_name)
+                    refs = _referenced_logical_ids(resolved) if users else set()
+                    for user in users:
+                        if resolver.logical_id(user) not in refs:
+                            _depend(resource, user)
+            _await(resource, awaited, declared_here)
+
+
+def _await(resource: CustomResource, users: list[str], stack: bool) -> None:
+    """Tell the handler which users and stack this deploy may create moments before it runs.
+
+    AppStream may report a user or stack created a few seconds earlier as not found; the handler
+    waits (up to ``NOT_FOUND_WINDOW``) only for those, and fails at once for names it cannot expect.
+    """
+    cfn = resource.node.default_child
+    assert isinstance(cfn, CfnResource)
+    if users:
+        cfn.add_property_override("AwaitUsers", users)
+    if stack:
+        cfn.add_property_override("AwaitStack", True)
 
 
 def _depend(resource: CustomResource, target: CfnResource) -> None:

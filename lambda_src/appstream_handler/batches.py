@@ -277,10 +277,13 @@ class AppStreamRunner:
         send_email: bool | None,
         deadline: Deadline,
         window_end: float | None = None,
+        awaits: Callable[[Association, str], bool] = lambda item, code: False,
     ) -> Outcome:
         """One batch call of at most 25 items, with its item retries; every item ends in one bucket.
 
         ``window_end`` (monotonic seconds) bounds how long this batch may take, retries included.
+        ``awaits(item, code)`` says whether a not-found answer for an item may be AppStream catching up
+        with a user or stack the same deploy created (tried again within the window) or is final.
         """
         outcome = Outcome()
         pending = list(batch)
@@ -314,6 +317,9 @@ class AppStreamRunner:
                 return outcome
             attempt += 1
             retry, not_found = self._sort_items(operation, pending, response.get("errors") or [], outcome)
+            final = {item: code for item, code in not_found.items() if not awaits(item, code)}
+            outcome.failed.update(final)
+            not_found = {item: code for item, code in not_found.items() if item not in final}
             now = self._clock()
             if not_found and first_not_found is None:
                 first_not_found = now

@@ -78,6 +78,7 @@ class Executor:
         owner: Owner,
         runner: AppStreamRunner,
         send_email: bool,
+        awaits: Callable[[Association, str], bool] = lambda association, code: False,
         max_concurrency: int = 1,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -87,6 +88,7 @@ class Executor:
         self._owner = owner
         self._runner = runner
         self._send_email = send_email
+        self._awaits = awaits
         self._concurrency = max(1, max_concurrency)
         self._clock = clock
         self._monotonic = monotonic
@@ -258,6 +260,7 @@ class Executor:
             send_email=self._send_email if operation is Operation.ASSOCIATE else None,
             deadline=deadline,
             window_end=window_end,
+            awaits=self._awaits if operation is Operation.ASSOCIATE else (lambda association, code: False),
         )
         reached = outcome.applied | outcome.gone
         with self._lock:

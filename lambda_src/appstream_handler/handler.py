@@ -380,6 +380,7 @@ class _Event:
                 owner=self.owner,
                 runner=runner,
                 send_email=send_email,
+                awaits=desired.awaits if desired is not None else (lambda association, code: False),
                 max_concurrency=concurrency,
                 clock=self.clocks.wall,
                 monotonic=self.clocks.monotonic,

@@ -38,6 +38,16 @@ class DesiredState:
     deployment that declares them has succeeded)."""
     path: str = ""
     """``ConstructPath``: the construct's path in the CDK app, for reports."""
+    await_users: frozenset[str] = frozenset()
+    """``AwaitUsers``: users the same deploy creates (CfnUser); AppStream may not see them at once."""
+    await_stack: bool = False
+    """``AwaitStack``: the same deploy creates the AppStream stack (CfnStack)."""
+
+    def awaits(self, association: Association, code: str) -> bool:
+        """Whether a not-found answer (``code``) may be AppStream catching up with this deploy's creations."""
+        if code == "STACK_NOT_FOUND":
+            return self.await_stack
+        return association.user_name in self.await_users
 
     @property
     def associations(self) -> frozenset[Association]:
@@ -143,6 +153,11 @@ def parse_properties(raw: object, field: str = "ResourceProperties") -> DesiredS
     existing = raw.get("ExistingAssociations", EXISTING_ADOPT)
     if existing not in EXISTING_POLICIES:
         problems.append(f"ExistingAssociations must be {' or '.join(EXISTING_POLICIES)}, got {_show(existing)}")
+    await_users = raw.get("AwaitUsers", [])
+    if not isinstance(await_users, list) or not all(isinstance(user, str) for user in await_users):
+        problems.append(f"AwaitUsers must be a list of user names, got {_show(await_users)}")
+        await_users = []
+    await_stack = _parse_bool(raw.get("AwaitStack", "false"), "AwaitStack", problems)
     path = raw.get("ConstructPath", "")
     if not isinstance(path, str):
         problems.append(f"ConstructPath must be a string, got {type(path).__name__}")
@@ -152,4 +167,14 @@ def parse_properties(raw: object, field: str = "ResourceProperties") -> DesiredS
         raise MalformedProperties(field, problems)
     assert isinstance(stack_name, str)
     assert isinstance(auth, str)
-    return DesiredState(stack_name, users, auth, send_email, concurrency, existing == EXISTING_KEEP, path[:1024])
+    return DesiredState(
+        stack_name,
+        users,
+        auth,
+        send_email,
+        concurrency,
+        existing == EXISTING_KEEP,
+        path[:1024],
+        frozenset(await_users),
+        await_stack,
+    )

@@ -39,6 +39,7 @@ def marker(template: Template) -> dict[str, Any]:
 def two() -> tuple[cdk.Stack, Template]:
     def build(stack: cdk.Stack) -> None:
         cfn_stack = appstream.CfnStack(stack, "AppStreamStack", name="analysts")
+        appstream.CfnUser(stack, "NewUser", user_name="b@x.com", authentication_type="USERPOOL")
         UserStackAssociation(stack, "Analysts", stack_name=cfn_stack.ref, user_names=["a@x.com", "b@x.com"])
         UserStackAssociation(stack, "Admins", stack_name="admins", user_names=["c@x.com"], existing_associations="keep")
 
@@ -199,3 +200,13 @@ def test_help_shows_the_real_signature() -> None:
     assert signature.parameters["shards"].default == 1
     doc = inspect.getdoc(UserStackAssociation) or ""
     assert ":param timeout: (function-level) the function's timeout, 60 s to 15 minutes" in doc
+
+
+def test_users_and_stacks_the_same_deploy_creates_are_awaited_the_others_not(two: tuple[cdk.Stack, Template]) -> None:
+    _, template = two
+    template.has_resource_properties(
+        CUSTOM_TYPE, {"UserNames": ["a@x.com", "b@x.com"], "AwaitUsers": ["b@x.com"], "AwaitStack": True}
+    )
+    template.has_resource_properties(
+        CUSTOM_TYPE, {"UserNames": ["c@x.com"], "AwaitUsers": Match.absent(), "AwaitStack": Match.absent()}
+    )

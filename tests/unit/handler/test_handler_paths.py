@@ -268,22 +268,41 @@ def test_a_user_created_in_the_same_deploy_is_waited_for(world: World) -> None:
     world.appstream.state.add_user("new@example.com", visible_after=4.0)
     driver = world.stack()
     driver.begin()
-    answer = driver.create("Analysts", "analysts", [ALICE, "new@example.com"])
+    answer = driver.create("Analysts", "analysts", [ALICE, "new@example.com"], AwaitUsers=["new@example.com"])
     assert answer.status == "SUCCESS", answer.reason
     assert ("analysts", "new@example.com") in world.associations()
     assert 4.0 <= world.clock.slept < rules.NOT_FOUND_WINDOW
 
 
-def test_a_user_that_does_not_exist_fails_within_the_window_and_nothing_stays(world: World) -> None:
+def test_an_awaited_user_that_never_appears_fails_after_the_window_and_nothing_stays(world: World) -> None:
     driver = world.stack()
     driver.begin()
-    answer = driver.create("Analysts", "analysts", [ALICE, "ghost@example.com"])
+    answer = driver.create("Analysts", "analysts", [ALICE, "ghost@example.com"], AwaitUsers=["ghost@example.com"])
     assert answer.status == "FAILED"
     assert "USER_NAME_NOT_FOUND" in answer.reason
     assert "ghost@example.com" in answer.reason
-    assert world.clock.slept <= rules.NOT_FOUND_WINDOW + 10
+    assert rules.NOT_FOUND_WINDOW <= world.clock.slept <= rules.NOT_FOUND_WINDOW + 10
     assert world.associations() == set()
     # The rollback Delete then finds nothing to withdraw.
     driver.phase("ROLLBACK_IN_PROGRESS")
     assert driver.send(driver.event("Delete", "Analysts", physical_id="x")).status == "SUCCESS"
     assert world.associations() == set()
+
+
+def test_a_user_the_deploy_does_not_create_fails_at_once(world: World) -> None:
+    driver = world.stack()
+    driver.begin()
+    answer = driver.create("Analysts", "analysts", [ALICE, "ghost@example.com"])
+    assert answer.status == "FAILED"
+    assert "USER_NAME_NOT_FOUND" in answer.reason
+    assert world.clock.slept < 1.0
+    assert world.associations() == set()
+
+
+def test_a_stack_created_in_the_same_deploy_is_waited_for(world: World) -> None:
+    world.appstream.state.add_stack("fresh", visible_after=3.0)
+    driver = world.stack()
+    driver.begin()
+    answer = driver.create("Analysts", "fresh", [ALICE], AwaitStack=True)
+    assert answer.status == "SUCCESS", answer.reason
+    assert ("fresh", ALICE) in world.associations()
