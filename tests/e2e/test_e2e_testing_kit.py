@@ -68,7 +68,7 @@ def test_stages_and_a_stack_name_given_as_a_ref_are_followed(tmp_path: Path) -> 
         assert rehearsal.status("Prod-Workspaces") == "CREATE_COMPLETE"
         assert appstream.state.stacks() == {"analysts"}  # the CfnStack, created by the rehearsal
         assert appstream.state.associations() == {("analysts", "alice@example.com", "USERPOOL")}
-        [create] = operation.invocations
+        [create] = [run for run in operation.invocations if run.event["ResourceType"] == resource.resource_type]
         assert create.event["ResourceProperties"]["StackName"] == "analysts"  # Ref of a CfnStack: its name
         assert rehearsal.destroy("Prod-Workspaces").status == "DELETE_COMPLETE"
         assert appstream.state.stacks() == set()
