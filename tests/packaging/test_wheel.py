@@ -183,6 +183,11 @@ def test_wheel_holds_the_library_the_handler_and_crhelper(wheel: Path) -> None:
     )
     assert requires == ["aws-cdk-lib<3,>=2.275.0", "constructs<11,>=10.0.0"]
     assert "Classifier: Typing :: Typed" in metadata
+    # The command line: its package, and its console script in the entry points.
+    assert {"constructs_lib/__main__.py", "constructs_lib/cli/__init__.py", "constructs_lib/cli/plan.py"} <= names
+    with zipfile.ZipFile(wheel) as archive:
+        entry_points = archive.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
+    assert "[console_scripts]\nappstream-associations = constructs_lib.cli:main" in entry_points
 
 
 def test_installed_wheel_synthesizes_the_same_asset_as_the_checkout(
@@ -299,3 +304,5 @@ def test_installed_wheel_reports_its_version(wheel: Path, tmp_path: Path) -> Non
     module, version, distribution = json.loads(run([str(python), "-c", script], cwd=tmp_path).stdout)
     assert Path(module).is_relative_to(tmp_path / "venv")
     assert version == distribution == constructs_lib.__version__
+    script_version = run([str(tmp_path / "venv" / "bin" / "appstream-associations"), "--version"], cwd=tmp_path)
+    assert script_version.stdout == f"appstream-associations {constructs_lib.__version__}\n"
