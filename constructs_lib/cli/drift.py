@@ -126,6 +126,11 @@ def check(aws: Aws, selection: Selection) -> list[Checked]:
                 note = "being removed by a deployment now"
             elif found is not None and any(claim.state == model.REMOVING for claim in found.claims.values()):
                 note = "its removal is pending (a deployment's cleanup did not finish: deploy again)"
+            elif found is not None and any(
+                claim.state == model.ADDED and store.claimant_view(key).epochs.rolled_back_epoch(claim.epoch)
+                for key, claim in found.claims.items()
+            ):
+                note = "left by a rolled-back deployment: the next deployment of its stack removes it"
             result.findings.append(Finding("undeclared", association, (), note=note))
         results.append(result)
     return results

@@ -75,12 +75,13 @@ HANDLER_PROPERTIES = frozenset(
 """The properties the handler reads (``properties.parse_properties``); ServiceToken and ServiceTimeout are not."""
 STAGES: Mapping[str, str] = {
     "deploy": "now",
-    "leftover": "first",
+    "leftover": "leftover",
     "cleanup": "cleanup",
     "commit": "cleanup",
 }
-"""When, in the deployment: while its resource is created or updated; first, settling what an
-earlier deployment left; in the cleanup phase, once every resource has succeeded."""
+"""When, in the deployment: while its resource is created or updated; before that, settling what an
+earlier deployment left (a rollback's or an interrupted cleanup's); in the cleanup phase, once every
+resource has succeeded."""
 
 
 @dataclass
@@ -627,8 +628,14 @@ def render_text(plans: Sequence[StackPlan], printer: output.Printer, *, show_use
         f"{summary['stays']} kept by other claims",
     ]
     printer.para("Plan: " + ", ".join(parts) + ".")
-    if any(action.stage != "deploy" for stack in plans for item in stack.resources for action in item.actions):
+    stages = {action.stage for stack in plans for item in stack.resources for action in item.actions}
+    if stages & {"cleanup", "commit"}:
         printer.para("cleanup: once every resource of the deployment has succeeded; removals wait until then.", "dim")
+    if "leftover" in stages:
+        printer.para(
+            "leftover: first, the deployment settles what an earlier one left (after a rollback or a cut cleanup).",
+            "dim",
+        )
     if not show_users and any(item.actions for stack in plans for item in stack.resources):
         printer.para("User names are hidden: --show-users shows the first ones, with --full all.", "dim")
 

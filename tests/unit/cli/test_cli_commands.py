@@ -21,6 +21,7 @@ import pytest
 from aws_cdk import aws_appstream as appstream
 from aws_cdk import aws_ssm as ssm
 
+from appstream_handler import rules
 from constructs_lib import UserStackAssociation
 from tests.helpers.world import StackDriver, World, running_world
 from tests.unit.cli.cli_harness import USERS, Cli, deploy
@@ -250,6 +251,46 @@ def test_plan_of_an_unchanged_stack_sends_no_event_and_says_what_stays_missing(
 
     text = cli.run("plan", "CliWorkspaces")
     assert "no change: CloudFormation sends the associations no event" in text.out
+
+
+def test_after_a_rollback_plan_settles_the_leftovers_first_and_drift_names_them(
+    world: World, cli: Cli, app: App
+) -> None:
+    template = app.templates["CliWorkspaces"]
+    driver = deploy(world, template, "CliWorkspaces", {"CliWorkspaces/Analysts": [ALICE, DAVE]})
+    (logical_id,) = [
+        lid
+        for lid, item in template["Resources"].items()
+        if item.get("Properties", {}).get("ConstructPath") == "CliWorkspaces/Analysts"
+    ]
+    # An update adds frank and drops dave; another resource fails; the marker's rollback runs, but the
+    # association's own rollback Update never arrives (lost): frank stays associated, recorded as rolled back.
+    driver.phase("UPDATE_IN_PROGRESS")
+    assert driver.begin().status == "SUCCESS"
+    assert (
+        driver.update(logical_id, "analysts", [ALICE, FRANK], ConstructPath="CliWorkspaces/Analysts").status
+        == "SUCCESS"
+    )
+    driver.phase("UPDATE_ROLLBACK_IN_PROGRESS")
+    back = driver.event("Update", "Deployment", {"Generation": "before"}, resource_type=rules.DEPLOYMENT_RESOURCE_TYPE)
+    assert driver.send(back).status == "SUCCESS"
+    driver.phase("UPDATE_ROLLBACK_COMPLETE")
+    assert ("analysts", FRANK) in world.associations()
+
+    drift = cli.run("drift", "CliWorkspaces", "--json", "--show-users")
+    assert drift.code == 1, drift.err
+    (finding,) = drift.json()["tables"][0]["findings"]
+    assert (finding["kind"], finding["users"]) == ("undeclared", [FRANK])
+    assert "left by a rolled-back deployment" in finding["note"]
+
+    plan = cli.run("plan", "CliWorkspaces", "--json", "--show-users")
+    assert plan.code == 0, plan.err
+    analysts = resource(plan.json(), "CliWorkspaces", "CliWorkspaces/Analysts")
+    assert actions(analysts) == {
+        ("disassociate", "leftover"): [FRANK],  # the rolled-back addition, withdrawn when the next deployment begins
+        ("associate", "deploy"): [BOB, CAROL, GINA],
+        ("disassociate", "commit"): [DAVE],  # the rolled-back removal was taken back; this deployment removes it again
+    }
 
 
 # -- drift ---------------------------------------------------------------------------------------

@@ -138,3 +138,14 @@ def test_the_library_and_the_cli_package_import_without_boto3_and_say_what_to_in
     assert result.stderr == (
         "appstream-associations: error: needs boto3: pip install 'appstream-user-stack-association[cli]'\n"
     )
+
+
+def test_the_names_the_cli_keeps_of_its_own_match_the_construct_and_the_handler() -> None:
+    """constructs_lib._provider imports aws-cdk-lib, which the command line must not: it keeps copies."""
+    from appstream_handler import rules  # noqa: PLC0415
+    from constructs_lib import _provider  # noqa: PLC0415
+    from constructs_lib.cli import assembly  # noqa: PLC0415
+
+    assert assembly.PROVIDER_ID == _provider.PROVIDER_ID
+    assert assembly.RESOURCE_TYPE == rules.RESOURCE_TYPE
+    assert assembly.DEPLOYMENT_RESOURCE_TYPE == rules.DEPLOYMENT_RESOURCE_TYPE
