@@ -193,7 +193,9 @@ def _run(args: argparse.Namespace, printer: output.Printer, progress: output.Pro
             drift.render_text(results, selection, printer, show_users=args.show_users, full=args.full)
         return EXIT_DRIFT if any(result.findings for result in results) else EXIT_OK
     standalone = bool(args.table and args.appstream_stack and not args.stacks and args.app is None)
-    selection = select_targets(aws, names=args.stacks, app=args.app, table=args.table, require=not standalone)
+    selection = select_targets(
+        aws, names=args.stacks, app=args.app, table=args.table, require=not standalone, command="report"
+    )
     rows = report.collect(aws, selection, table=args.table, appstream_stacks=args.appstream_stack)
     if args.csv:
         printer.raw(report.render_csv(rows))

@@ -46,7 +46,13 @@ class Selection:
 
 
 def select_targets(
-    aws: Aws, *, names: Sequence[str], app: Path | None, table: str | None, require: bool = True
+    aws: Aws,
+    *,
+    names: Sequence[str],
+    app: Path | None,
+    table: str | None,
+    require: bool = True,
+    command: str = "drift",
 ) -> Selection:
     """The deployed stacks the command reads.
 
@@ -70,7 +76,7 @@ def select_targets(
             targets.append(Target(summary, region, location))
     else:
         if require and not names:
-            raise CliError("name the deployed stacks to read (e.g. `drift MyStack`), or pass --app cdk.out")
+            raise CliError(f"name the deployed stacks to read (e.g. `{command} MyStack`), or pass --app cdk.out")
         region = aws.default_region
         for name in names:
             summary = aws.stack(name, region)
