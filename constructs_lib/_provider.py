@@ -409,7 +409,7 @@ class AssociationProvider(Construct):
 
     def needed_seconds(self) -> int:
         """Seconds the function needs for the largest shard it serves (see :mod:`_timing`)."""
-        shards = []
+        shards: list[tuple[str, int, int]] = []
         for declaration in self.declarations:
             key = declaration.stack_name  # a token's string is unique to it
             concurrency = declaration.max_concurrency if isinstance(declaration.max_concurrency, int) else 1

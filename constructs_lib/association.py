@@ -275,8 +275,5 @@ class UserStackAssociation(Construct):
 
 
 # jsii's metaclass hides the constructor's signature from help() and inspect: show the real one.
-UserStackAssociation.__signature__ = inspect.signature(
-    UserStackAssociation.__init__
-).replace(  # type: ignore[attr-defined]
-    parameters=list(inspect.signature(UserStackAssociation.__init__).parameters.values())[1:]
-)
+_INIT = inspect.signature(UserStackAssociation.__init__)
+UserStackAssociation.__signature__ = _INIT.replace(parameters=list(_INIT.parameters.values())[1:])

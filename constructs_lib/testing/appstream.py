@@ -618,6 +618,8 @@ class _Crash:
     action: Callable[[], None]
     operation: str | None
     seen: int = 0
+    answer: bool = False
+    """Answer the request normally after the action (:meth:`Faults.on_call`) instead of resetting."""
 
 
 class Faults:
@@ -734,6 +736,26 @@ class Faults:
             raise ValueError(f"action must be callable, got {action!r}")
         with self._lock:
             self._crashes.append(_Crash(after, app_id, action, operation))
+
+    def on_call(
+        self,
+        after: int,
+        *,
+        app_id: str,
+        action: Callable[[], None],
+        operation: str | None = None,
+    ) -> None:
+        """Run ``action`` on the caller's ``after``-th call, then answer that call as usual.
+
+        Counts like :meth:`crash` (the ``User-Agent``'s ``app/<app_id>``, the ``operation``
+        filter, retries included): the ``after``-th call is applied to the state, ``action()``
+        runs in the server's request thread (a rehearsal uses it to make another resource fail
+        at a known point of a Create, so the Create is cancelled in flight), then the reply is
+        sent normally. One-shot. Errors raised by ``action`` are kept for :meth:`crash_errors`.
+        """
+        self.crash(after, app_id=app_id, action=action, operation=operation)
+        with self._lock:
+            self._crashes[-1].answer = True
 
     def crash_errors(self) -> tuple[Exception, ...]:
         """Return the exceptions raised by crash actions, oldest first (cleared by :meth:`clear`)."""
@@ -1292,12 +1314,15 @@ class AppStreamServer(ServerContext):
         if crash is None:
             self._log.append(_record(incoming, operation, body, reply, fault, self.state.clock()))
             return reply
-        self._log.append(_record(incoming, operation, body, reply, "crash", self.state.clock(), sent=False))
+        if crash.answer:
+            self._log.append(_record(incoming, operation, body, reply, "on_call", self.state.clock()))
+        else:
+            self._log.append(_record(incoming, operation, body, reply, "crash", self.state.clock(), sent=False))
         try:
             crash.action()
         except Exception as error:  # kept for Faults.crash_errors: the reset must happen regardless
             self.faults._crash_failed(error)
-        return _Reply("reset")
+        return reply if crash.answer else _Reply("reset")
 
     def _serve(self, operation: str, body: Mapping[str, Any]) -> _Reply:
         """Run the operation and turn its result or error into a reply."""

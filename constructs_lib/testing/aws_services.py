@@ -297,7 +297,7 @@ def _cheap_transactions() -> None:
 
         @staticmethod
         def deepcopy(value: Any, memo: Any = None) -> Any:
-            return value if isinstance(value, models.Table) else copy.deepcopy(value, memo)
+            return value if isinstance(value, models.Table) else copy.deepcopy(value, memo)  # type: ignore[attr-defined]
 
         def __getattr__(self, name: str) -> Any:
             return getattr(copy, name)
@@ -313,7 +313,7 @@ def _cheap_transactions() -> None:
             except Exception:  # noqa: S112 - moto reports the problem itself below
                 continue
             touched.append((table, hash_key, range_key, copy.deepcopy(table.get_item(hash_key, range_key))))
-        models.copy = _Copy()  # type: ignore[assignment]
+        models.copy = _Copy()  # type: ignore[attr-defined,assignment]
         try:
             original(self, transact_items)
         except BaseException:
@@ -326,7 +326,7 @@ def _cheap_transactions() -> None:
                     table.items[hash_key] = before
             raise
         finally:
-            models.copy = copy
+            models.copy = copy  # type: ignore[attr-defined]
 
     transact_write_items._cheap = True  # type: ignore[attr-defined]
     models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]

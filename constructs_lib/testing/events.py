@@ -109,4 +109,5 @@ def cloudformation_event(
 
 
 def _with_token(properties: Mapping[str, Any], service_token: str) -> dict[str, Any]:
-    return stringify({"ServiceToken": service_token, **properties})
+    stringified: dict[str, Any] = stringify({"ServiceToken": service_token, **properties})
+    return stringified

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Literal
 
+from constructs_lib.testing import _bootstrap
 from constructs_lib.testing import report as _report
 from constructs_lib.testing._schedule import Control, Node, Outcome, PhaseResult, RehearsalClock, join, run_phase
 from constructs_lib.testing._standins import (
@@ -224,6 +225,9 @@ class StackOperation:
 # Faults
 
 
+WATCH_LIMIT_SECONDS = 60.0
+
+
 @dataclass
 class _Fault:
     kind: str
@@ -236,6 +240,9 @@ class _Fault:
     when: str = ""
     after_calls: int = 0
     operation: str | None = None
+    watch: str | None = None
+    """``fail(..., when_called=(watch, after_calls))``: the custom resource whose calls release it."""
+    signal: threading.Event = field(default_factory=threading.Event)
 
     def matches(self, stack: str, logical_id: str, resource_type: str, request_type: str) -> bool:
         return (
@@ -258,6 +265,7 @@ class RehearsalFaults:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
+        self._watches: list[_Fault] = []
 
     def fail(
         self,
@@ -268,9 +276,24 @@ class RehearsalFaults:
         after_seconds: float = 0.0,
         stack: str | None = None,
         times: int | None = 1,
+        when_called: tuple[str, int] | None = None,
     ) -> None:
-        """Make a stand-in's action fail with ``reason``, after ``after_seconds`` real seconds (default: at once)."""
-        self._add(_Fault("fail", target, on, stack, times, reason=reason, seconds=after_seconds))
+        """Make a stand-in's action fail with ``reason``, after ``after_seconds`` real seconds (default: at once).
+
+        ``when_called=(custom_resource, n)`` makes it fail instead at the moment the first run of
+        that custom resource's event makes its ``n``-th AppStream call (the call is answered as
+        usual): a deterministic way to cancel a Create or Update in flight, at a chosen point of
+        its work. The two resources must be independent (neither waits for the other) and the
+        rehearsal in ``parallel`` mode; if the call never comes, the stand-in fails after a minute.
+        """
+        watch, calls = when_called if when_called is not None else (None, 0)
+        if when_called is not None and calls < 1:
+            raise ValueError(f"when_called needs a call count of at least 1, got {calls}")
+        self._add(
+            _Fault(
+                "fail", target, on, stack, times, reason=reason, seconds=after_seconds, watch=watch, after_calls=calls
+            )
+        )
 
     def slow(
         self, target: str, *, seconds: float, on: str | None = "Create", stack: str | None = None, times: int | None = 1
@@ -328,6 +351,7 @@ class RehearsalFaults:
         """Remove every fault."""
         with self._lock:
             self._faults.clear()
+            self._watches.clear()
 
     def pending(self) -> int:
         """How many counted uses are left (faults without a count not included)."""
@@ -343,6 +367,15 @@ class RehearsalFaults:
             raise ValueError(f"seconds must not be negative, got {fault.seconds}")
         with self._lock:
             self._faults.append(fault)
+            if fault.watch is not None:
+                self._watches.append(fault)
+
+    def _watching(self, stack: str, logical_id: str) -> list[_Fault]:
+        """The ``fail(when_called=...)`` faults that this custom resource's next run releases (once each)."""
+        with self._lock:
+            found = [fault for fault in self._watches if fault.watch == logical_id and fault.stack in (None, stack)]
+            self._watches = [fault for fault in self._watches if fault not in found]
+            return found
 
     def _take(self, kind: str, stack: str, logical_id: str, resource_type: str, request_type: str) -> _Fault | None:
         with self._lock:
@@ -500,6 +533,12 @@ class _Delivery:
                     self._rehearsal.appstream.faults.crash(
                         self._crash.after_calls, app_id=run.request_id, action=run.kill, operation=self._crash.operation
                     )
+                if attempt == 0 and not self._only_duplicate:
+                    logical_id = str(self.event.get("LogicalResourceId"))
+                    for fault in self._rehearsal.faults._watching(self._op.stack.name, logical_id):
+                        self._rehearsal.appstream.faults.on_call(
+                            fault.after_calls, app_id=run.request_id, action=fault.signal.set
+                        )
                 run.start()
                 if attempt == 0 and self._duplicate == "concurrent":
                     extra.append(self._new_run("duplicate").start())
@@ -740,6 +779,9 @@ class Rehearsal:
 
     def _endpoints(self) -> dict[str, str]:
         env = dict(self.cloudformation.client_env())
+        # Time the rehearsal jumped over (ServiceTimeouts, Lambda's retry waits) has passed for the
+        # function too: its wall clock reads later by as much (leases and timestamps it records).
+        env[_bootstrap.SKIPPED_VARIABLE] = repr(self.clock.skipped)
         aws = self.aws
         if aws is not None:
             env = {**aws.client_env(), **env}
@@ -1525,6 +1567,12 @@ class Rehearsal:
         if fail is not None:
             if fail.seconds and not control.sleep(fail.seconds):
                 return _Result("cancelled")
+            if fail.watch is not None:
+                for _ in range(int(WATCH_LIMIT_SECONDS / 0.02)):
+                    if fail.signal.wait(0.02) or control.cancelled:
+                        break
+                if control.cancelled:
+                    return _Result("cancelled")
             return _Result("failed", reason=fail.reason)
         if control.cancelled:
             return _Result("cancelled")
