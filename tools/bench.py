@@ -1,12 +1,20 @@
 """``make bench``: speed and scale figures, printed as a table. Nothing here asserts a time.
 
-1. API calls at the floor: batch calls and Describe pages for creates and updates.
-2. Parallel batches: a Create of 1,000 users with 20 ms per AppStream call, pool of 1 vs 4 vs 8.
-3. Cold start: import-to-first-response of a Create with 3 users in a fresh process, against
-   ``import boto3`` plus one client in the same run; and what crhelper's three clients cost.
-4. Past the peers' limits: 1,000 users with the construct vs 1,000 ``CfnStackUserAssociation``;
-   then 5,000 users with the construct (shards, largest request CloudFormation would send).
-5. Asset size: the zipped Lambda asset.
+1. Calls per event: AppStream calls at the floor (``ceil(N/25)`` batches + Describe pages), and
+   every other call (CloudFormation reads, state-store reads and writes) counted, for creates,
+   an update and its commit, a delete.
+2. Parallel batches: a Create of 1,000 users with 20 ms per AppStream call, pool of 1, 4 and 8.
+3. Rate limits: a Create of 1,000 users against a token-bucket AppStream at 4 and at 1 call per
+   second (time against the rate floor ``(batches - burst) / rate``, throttled calls per accepted
+   call), and at 0.2 calls per second with the default timeout (FAILED, AppStream as before).
+4. Cold start: import-to-first-response of a Create in a fresh process (the bundled asset, run as
+   Lambda runs it), against ``import boto3`` plus one client and plus the three clients it uses.
+5. Past the peers' limits: 1,000 users with the construct vs 1,000 ``CfnStackUserAssociation``;
+   5,000 users with the construct (shards, largest request CloudFormation would send).
+6. Asset size: the zipped Lambda asset.
+
+The handler runs in-process (``handle_event``, real boto3 clients) against the AppStream fake,
+moto's DynamoDB and the testing kit's CloudFormation API, on real time.
 """
 
 from __future__ import annotations
@@ -23,174 +31,284 @@ import tempfile
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lambda_src"))
 
+import boto3  # noqa: E402
+
+from appstream_handler import rules  # noqa: E402
+from appstream_handler.clients import client_config  # noqa: E402
+from appstream_handler.handler import Answer, Clients, Environment, handle_event  # noqa: E402
 from constructs_lib.testing import (  # noqa: E402
     BATCH_ASSOCIATE,
     BATCH_DISASSOCIATE,
     DESCRIBE_ASSOCIATIONS,
     AppStreamServer,
     AppStreamState,
+    CloudFormationApi,
+    FunctionSpec,
+    LambdaProcess,
+    LocalAws,
     ResponseServer,
-    client_env,
+    StackRegistry,
 )
-from constructs_lib.testing.rehearsal import stringify  # noqa: E402
+from constructs_lib.testing.events import association_properties, cloudformation_event, stack_id  # noqa: E402
 
-STACK_ID = "arn:aws:cloudformation:us-east-1:123456789012:stack/Bench/00000000-0000-4000-8000-000000000000"
 Row = tuple[str, str, str]
-
-
-class Context:
-    """Lambda's context with a countdown."""
-
-    def __init__(self, seconds: float = 900.0) -> None:
-        self._end = time.monotonic() + seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int((self._end - time.monotonic()) * 1000)
-
-
-def props(users: list[str], concurrency: int = 4) -> dict[str, Any]:
-    return stringify(
-        {
-            "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:f",
-            "StackName": "bench",
-            "UserNames": users,
-            "AuthenticationType": "USERPOOL",
-            "SendEmailNotification": False,
-            "MaxConcurrency": concurrency,
-        }
-    )
+TABLE = "bench-state"
+TABLE_PROPERTIES = {
+    "TableName": TABLE,
+    "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    "AttributeDefinitions": [
+        {"AttributeName": "pk", "AttributeType": "S"},
+        {"AttributeName": "sk", "AttributeType": "S"},
+    ],
+    "BillingMode": "PAY_PER_REQUEST",
+}
+VERBS = {"Create": "CREATE", "Update": "UPDATE", "Delete": "DELETE"}
 
 
 def names(count: int, start: int = 0) -> list[str]:
     return [f"user{n:05d}@example.com" for n in range(start, start + count)]
 
 
+@dataclass
+class Local:
+    """The three local services, clients that count their calls, and one CloudFormation stack played by hand."""
+
+    appstream: AppStreamServer
+    aws: LocalAws
+    cfn_api: CloudFormationApi
+    registry: StackRegistry
+    clients: Clients
+    dynamodb_calls: Counter[str] = field(default_factory=Counter)
+    stack: str = ""
+    ids: dict[str, str] = field(default_factory=dict)
+    props: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def fresh(self, users: list[str], *, rate: tuple[float, int] | None = None, latency: float = 0.0) -> None:
+        """An empty account with the users and stack ``bench``; an empty state table; a new stack."""
+        self.appstream.reset()
+        self.appstream.state.add_stack("bench")
+        for user in users:
+            self.appstream.state.add_user(user)
+        if rate is not None:
+            self.appstream.faults.rate_limit(rate[0], burst=rate[1])
+        if latency:
+            self.appstream.faults.latency(latency)
+        dynamodb = self.aws.client("dynamodb")
+        dynamodb.delete_table(TableName=TABLE)
+        self.aws.create_resource("AWS::DynamoDB::Table", "State", TABLE_PROPERTIES, stack_name="bench")
+        self.stack = stack_id("Bench")
+        self.registry.create_stack(self.stack, "Bench")
+        self.ids.clear()
+        self.props.clear()
+        self.send("Create", "Deployment", {"Generation": "0"}, resource_type=rules.DEPLOYMENT_RESOURCE_TYPE)
+
+    def phase(self, status: str) -> None:
+        self.registry.set_stack_status(self.stack, status)
+
+    def reset_counts(self) -> None:
+        self.appstream.reset_calls()
+        self.cfn_api.reset_calls()
+        self.dynamodb_calls.clear()
+
+    def send(
+        self,
+        request: str,
+        logical_id: str,
+        properties: Mapping[str, Any],
+        *,
+        resource_type: str = rules.RESOURCE_TYPE,
+        physical_id: str | None = None,
+        remaining: float = 900.0,
+    ) -> Answer:
+        event = cloudformation_event(
+            request,
+            properties,
+            old_properties=self.props.get(logical_id) if request == "Update" else None,
+            physical_id=physical_id or (self.ids.get(logical_id) if request != "Create" else None),
+            logical_id=logical_id,
+            stack=self.stack,
+            resource_type=resource_type,
+            response_url="https://127.0.0.1/unused",
+        )
+        if physical_id is None:
+            self.registry.set_resource(self.stack, logical_id, resource_type, f"{VERBS[request]}_IN_PROGRESS")
+        answer = handle_event(
+            event, self.clients, remaining, environment=Environment(own_stack_id=self.stack, table=TABLE)
+        )
+        if answer.status == "SUCCESS" and request != "Delete":
+            self.ids[logical_id] = answer.physical_resource_id
+            self.props[logical_id] = dict(event["ResourceProperties"] or {})
+        status = "COMPLETE" if answer.status == "SUCCESS" else "FAILED"
+        self.registry.set_resource(
+            self.stack, logical_id, resource_type, f"{VERBS[request]}_{status}", physical_id=answer.physical_resource_id
+        )
+        return answer
+
+    def counts(self) -> tuple[int, int, int, int]:
+        """(batch calls, Describe pages, CloudFormation calls, state-store calls) since the last reset."""
+        batches = len(self.appstream.calls_for(BATCH_ASSOCIATE)) + len(self.appstream.calls_for(BATCH_DISASSOCIATE))
+        return (
+            batches,
+            len(self.appstream.calls_for(DESCRIBE_ASSOCIATIONS)),
+            len(self.cfn_api.calls),
+            sum(self.dynamodb_calls.values()),
+        )
+
+
 @contextmanager
-def environment() -> Iterator[tuple[AppStreamServer, ResponseServer, Callable[..., dict[str, Any]]]]:
-    """A local AppStream and ResponseURL, and a function that runs one event through index.handler."""
-    with AppStreamServer(AppStreamState()) as appstream, ResponseServer() as cfn:
-        os.environ.update(client_env(appstream))
-        os.environ.update(cfn.ssl_env())
-        import index  # noqa: PLC0415 - after the environment is set
-
-        def run(
-            request_type: str, new: dict[str, Any], old: dict[str, Any] | None = None, physical_id: str | None = None
-        ) -> dict[str, Any]:
-            url = cfn.new_response_url("bench")
-            event: dict[str, Any] = {
-                "RequestType": request_type,
-                "ResponseURL": url,
-                "StackId": STACK_ID,
-                "RequestId": str(uuid.uuid4()),
-                "LogicalResourceId": "Associations",
-                "ResourceType": "Custom::AppStreamUserStackAssociation",
-                "ResourceProperties": new,
-            }
-            if old is not None:
-                event["OldResourceProperties"] = old
-            if physical_id is not None:
-                event["PhysicalResourceId"] = physical_id
-            index.handler(event, Context())
-            return cfn.wait_for_response(url)
-
-        yield appstream, cfn, run
+def local() -> Iterator[Local]:
+    registry = StackRegistry()
+    with AppStreamServer(AppStreamState()) as appstream, LocalAws() as aws, CloudFormationApi(registry) as cfn_api:
+        aws.create_resource("AWS::DynamoDB::Table", "State", TABLE_PROPERTIES, stack_name="bench")
+        session = boto3.session.Session(
+            aws_access_key_id="x", aws_secret_access_key="x", aws_session_token="x", region_name="us-east-1"
+        )
+        dynamodb = session.client("dynamodb", endpoint_url=aws.endpoint_url, config=client_config("dynamodb"))
+        counted: Counter[str] = Counter()
+        dynamodb.meta.events.register(
+            "before-call.dynamodb",
+            lambda model, **_: counted.update([model.name]),  # type: ignore[no-untyped-call]
+        )
+        clients = Clients(
+            appstream=session.client(
+                "appstream", endpoint_url=appstream.endpoint_url, config=client_config("appstream")
+            ),
+            cloudformation=session.client(
+                "cloudformation", endpoint_url=cfn_api.endpoint_url, config=client_config("cloudformation")
+            ),
+            dynamodb=dynamodb,
+        )
+        yield Local(appstream, aws, cfn_api, registry, clients, counted)
 
 
-def reset(appstream: AppStreamServer, users: list[str]) -> None:
-    appstream.reset()
-    appstream.state.add_stack("bench")
-    for user in users:
-        appstream.state.add_user(user)
+def _figure(run: Local) -> str:
+    batches, pages, cfn, state = run.counts()
+    return f"{batches} batch + {pages} Describe; {cfn} CloudFormation + {state} state"
 
 
-def count(appstream: AppStreamServer) -> tuple[int, int]:
-    batches = len(appstream.calls_for(BATCH_ASSOCIATE)) + len(appstream.calls_for(BATCH_DISASSOCIATE))
-    return batches, len(appstream.calls_for(DESCRIBE_ASSOCIATIONS))
-
-
-def bench_calls(appstream: AppStreamServer, run: Callable[..., dict[str, Any]]) -> list[Row]:
+def bench_calls(run: Local) -> list[Row]:
     rows: list[Row] = []
     for size in (25, 1000, 5000):
         users = names(size)
-        reset(appstream, users)
-        answer = run("Create", props(users))
-        batches, pages = count(appstream)
+        run.fresh(users)
+        run.reset_counts()
+        answer = run.send("Create", "Associations", association_properties("bench", users))
+        batches = math.ceil(size / 25)
         rows.append(
             (
                 f"Create {size:,} users",
-                f"{batches} batch + {pages} Describe",
-                f"floor {math.ceil(size / 25)} + {max(1, math.ceil(0 / 500))}; {answer['Status']}",
+                _figure(run),
+                f"floor {batches} batch + 1 Describe; state: {batches} writes + 4; {answer.status}",
             )
         )
     users = names(1000)
-    reset(appstream, names(1030))
-    created = run("Create", props(users))
-    appstream.reset_calls()
+    run.fresh(names(1030))
+    run.send("Create", "Associations", association_properties("bench", users))
+    run.phase("UPDATE_IN_PROGRESS")
+    run.send("Update", "Deployment", {"Generation": "1"}, resource_type=rules.DEPLOYMENT_RESOURCE_TYPE)
+    run.reset_counts()
     updated = names(980, start=20) + names(30, start=1000)  # removes 20, adds 30
-    answer = run("Update", props(updated), old=props(users), physical_id=created["PhysicalResourceId"])
-    batches, pages = count(appstream)
+    answer = run.send("Update", "Associations", association_properties("bench", updated))
+    rows.append(("Update 1,000: +30 -20", _figure(run), f"the 20 removals wait for the commit; {answer.status}"))
+    run.phase("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS")
+    run.reset_counts()
+    answer = run.send(
+        "Delete", "Deployment", {}, resource_type=rules.DEPLOYMENT_RESOURCE_TYPE, physical_id="old-marker"
+    )
+    rows.append(("  its commit (cleanup Delete)", _figure(run), f"withdraws the 20; {answer.status}"))
+    run.phase("UPDATE_COMPLETE")
+    run.phase("DELETE_IN_PROGRESS")
+    run.reset_counts()
+    answer = run.send("Delete", "Associations", run.props["Associations"])
     rows.append(
-        (
-            "Update 1,000: +30 -20",
-            f"{batches} batch + {pages} Describe",
-            f"floor {math.ceil(30 / 25) + math.ceil(20 / 25)} + {math.ceil(1000 / 500)}; {answer['Status']}",
-        )
+        ("Delete 1,010 users", _figure(run), f"floor {math.ceil(1010 / 25)} batch + 3 Describe; {answer.status}")
     )
     return rows
 
 
-def bench_parallel(appstream: AppStreamServer, run: Callable[..., dict[str, Any]]) -> list[Row]:
+def bench_parallel(run: Local) -> list[Row]:
     rows: list[Row] = []
     users = names(1000)
     floor = 40 * 0.020
     for concurrency in (1, 4, 8):
-        reset(appstream, users)
-        appstream.faults.latency(0.020)
+        run.fresh(users, latency=0.020)
         started = time.perf_counter()
-        answer = run("Create", props(users, concurrency))
+        answer = run.send("Create", "Associations", association_properties("bench", users, max_concurrency=concurrency))
         seconds = time.perf_counter() - started
         rows.append(
             (
                 f"Create 1,000, 20 ms/call, pool {concurrency}",
                 f"{seconds:.3f} s",
-                f"{seconds / floor:.2f}x the sequential floor {floor:.2f} s; {answer['Status']}",
+                f"{seconds / floor:.2f}x the sequential floor {floor:.2f} s (AppStream calls only); {answer.status}",
             )
         )
     return rows
 
 
+def bench_rates(run: Local) -> list[Row]:
+    rows: list[Row] = []
+    users = names(1000)
+    batches = 40
+    for rate, burst in ((4.0, 1), (1.0, 1)):
+        run.fresh(users, rate=(rate, burst))
+        run.reset_counts()
+        started = time.perf_counter()
+        answer = run.send("Create", "Associations", association_properties("bench", users))
+        seconds = time.perf_counter() - started
+        calls = run.appstream.calls
+        throttled = sum(1 for call in calls if call.throttled)
+        accepted = len(calls) - throttled
+        floor = (batches - burst) / rate
+        rows.append(
+            (
+                f"Create 1,000 at {rate:g} call/s (burst {burst})",
+                f"{seconds:.1f} s",
+                f"{seconds / floor:.2f}x the rate floor {floor:.1f} s (goal 1.15x); "
+                f"{throttled / max(1, accepted):.2f} throttled per accepted call (goal 0.25); {answer.status}",
+            )
+        )
+    run.fresh(users, rate=(0.2, 1))
+    before = run.appstream.state.associations()
+    started = time.perf_counter()
+    answer = run.send("Create", "Associations", association_properties("bench", users), remaining=180.0)
+    seconds = time.perf_counter() - started
+    same = run.appstream.state.associations() == before
+    rows.append(
+        (
+            "Create 1,000 at 0.2 call/s, timeout 180 s",
+            f"{answer.status} in {seconds:.1f} s",
+            f"AppStream {'exactly as before' if same else 'CHANGED'}; reason: {answer.reason[:70]}...",
+        )
+    )
+    return rows
+
+
 FLOOR_CODE = """
 import time; t = time.perf_counter()
-import boto3; boto3.client("appstream", region_name="us-east-1")
-print(time.perf_counter() - t)
-"""
-
-HELPER_CODE = """
-import os, time; {setup}
-t = time.perf_counter()
-import crhelper; crhelper.CfnResource(log_level="INFO")
+import boto3; s = boto3.session.Session(region_name="us-east-1")
+for service in {services!r}: s.client(service)
 print(time.perf_counter() - t)
 """
 
 
-def _child(code: str, env: dict[str, str], cwd: Path | None = None, stdin: str = "") -> str:
+def _child(code: str, env: dict[str, str]) -> float:
     result = subprocess.run(  # noqa: S603 - our own interpreter and code
-        [sys.executable, "-I", "-c", code], env=env, cwd=cwd, input=stdin, text=True, capture_output=True, check=True
+        [sys.executable, "-I", "-c", code], env=env, text=True, capture_output=True, check=True
     )
-    return result.stdout
+    return float(result.stdout.strip())
 
 
-def bench_cold_start(asset_dir: Path) -> list[Row]:
-    from constructs_lib.testing.rehearsal import FunctionSpec, LambdaProcess  # noqa: PLC0415
-
+def bench_cold_start(run: Local, asset_dir: Path) -> list[Row]:
     base = {
         "PATH": os.environ.get("PATH", ""),
         "AWS_REGION": "us-east-1",
@@ -198,42 +316,49 @@ def bench_cold_start(asset_dir: Path) -> list[Row]:
         "AWS_SECRET_ACCESS_KEY": "x",
         "AWS_EC2_METADATA_DISABLED": "true",
     }
-    floors, ours, helper_plain, helper_lean = [], [], [], []
-    with AppStreamServer(AppStreamState()) as appstream, ResponseServer() as cfn:
-        process = LambdaProcess(appstream, cfn)
-        function = FunctionSpec("Bench", asset_dir, "index.handler", 300.0, 256, {"LOG_LEVEL": "INFO"})
+    one, three, ours = [], [], []
+    with ResponseServer() as responses:
+        process = LambdaProcess(
+            run.appstream,
+            responses,
+            endpoints=lambda: {**run.aws.client_env(), **run.cfn_api.client_env()},
+        )
+        function = FunctionSpec(
+            "Bench",
+            asset_dir,
+            "index.handler",
+            300.0,
+            256,
+            {"LOG_LEVEL": "INFO", "STATE_TABLE": TABLE, "APPSTREAM_ASSOCIATIONS_VERSION": "bench"},
+        )
         for _ in range(7):
-            reset(appstream, names(3))
-            floors.append(float(_child(FLOOR_CODE, base)))
-            event = {
-                "RequestType": "Create",
-                "StackId": STACK_ID,
-                "RequestId": str(uuid.uuid4()),
-                "LogicalResourceId": "Associations",
-                "ResourceType": "Custom::AppStreamUserStackAssociation",
-                "ResourceProperties": props(names(3)),
-            }
-            invocation = process.invoke(function, event)
-            if "init" not in invocation.timings:
+            run.fresh(names(3))
+            one.append(_child(FLOOR_CODE.format(services=("appstream",)), base))
+            three.append(_child(FLOOR_CODE.format(services=("appstream", "cloudformation", "dynamodb")), base))
+            spec = FunctionSpec(
+                **{**function.__dict__, "environment": {**function.environment, "OWN_STACK_ID": run.stack}}
+            )
+            event = cloudformation_event(
+                "Create",
+                association_properties("bench", names(3)),
+                logical_id="Cold",
+                stack=run.stack,
+                request_id=str(uuid.uuid4()),
+            )
+            run.registry.set_resource(run.stack, "Cold", rules.RESOURCE_TYPE, "CREATE_IN_PROGRESS")
+            invocation = process.invoke(spec, event)
+            if "init" not in invocation.timings or invocation.status != "SUCCESS":
                 raise RuntimeError(f"the function did not run: {invocation.logs[-2000:]}")
             ours.append(invocation.timings["init"] + invocation.timings["invoke"])
-            pre = f"import sys; sys.path.insert(0, {str(asset_dir)!r})"
-            helper_plain.append(float(_child(HELPER_CODE.format(setup=pre + "; import boto3"), base)))
-            lean = pre + "; import boto3; os.environ['AWS_SAM_LOCAL'] = 'true'"
-            helper_lean.append(float(_child(HELPER_CODE.format(setup=lean), base)))
-    floor, mine = statistics.median(floors), statistics.median(ours)
+    floor, floor3, mine = statistics.median(one), statistics.median(three), statistics.median(ours)
     return [
         ("Floor: import boto3 + 1 client", f"{floor:.3f} s", "median of 7 fresh processes"),
-        ("Create of 3 users, import to response", f"{mine:.3f} s", f"{mine / floor:.2f}x the floor (target 1.2x)"),
+        ("Floor: import boto3 + 3 clients", f"{floor3:.3f} s", "AppStream, CloudFormation, DynamoDB"),
         (
-            "crhelper CfnResource() as shipped",
-            f"{statistics.median(helper_plain):.3f} s",
-            "builds lambda, events and logs clients",
-        ),
-        (
-            "crhelper CfnResource() as used here",
-            f"{statistics.median(helper_lean):.3f} s",
-            "polling clients skipped (index.Helper)",
+            "Create of 3 users, import to response",
+            f"{mine:.3f} s",
+            f"{mine / floor:.2f}x the 1-client floor, {mine / floor3:.2f}x the 3-client floor; "
+            "2 CloudFormation reads, 4 state calls, 3 AppStream calls",
         ),
     ]
 
@@ -277,7 +402,9 @@ def _synth(kind: str, users: int, shards: int = 1) -> tuple[dict[str, Any], int,
 
 
 def _largest_request(template: dict[str, Any]) -> tuple[int, int]:
-    shards = [r for r in template["Resources"].values() if r["Type"] == "Custom::AppStreamUserStackAssociation"]
+    from constructs_lib.testing.events import stringify  # noqa: PLC0415
+
+    shards = [r for r in template["Resources"].values() if r["Type"] == rules.RESOURCE_TYPE]
     envelope = 1200  # RequestType, ids, ResponseURL (a pre-signed S3 URL is ~ 800 bytes), ResourceType
     largest = max(len(json.dumps(stringify(shard["Properties"]))) for shard in shards)
     return len(shards), envelope + 2 * largest  # an Update carries new and old properties
@@ -314,7 +441,7 @@ def bench_peers() -> tuple[list[Row], Path]:
     return rows, out
 
 
-def bench_asset(assembly: Path) -> list[Row]:
+def bench_asset(assembly: Path) -> tuple[list[Row], Path]:
     template = json.loads((assembly / "Bench.template.json").read_text())
     function = next(r for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Function")
     asset_hash = function["Properties"]["Code"]["S3Key"].removesuffix(".zip")
@@ -325,22 +452,21 @@ def bench_asset(assembly: Path) -> list[Row]:
             if path.is_file():
                 archive.write(path, path.relative_to(directory))
     files = sum(1 for p in directory.rglob("*") if p.is_file())
-    return [("Lambda asset, zipped", f"{len(buffer.getvalue()):,} B", f"{files} files: handler + crhelper")]
+    return [("Lambda asset, zipped", f"{len(buffer.getvalue()):,} B", f"{files} files: handler + crhelper")], directory
 
 
 def main() -> None:
     started = time.perf_counter()
     rows: list[Row] = []
-    with environment() as (appstream, _cfn, run):
-        rows += bench_calls(appstream, run)
-        rows += bench_parallel(appstream, run)
     peers, assembly = bench_peers()
-    template = json.loads((assembly / "Bench.template.json").read_text())
-    function = next(r for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Function")
-    asset_dir = assembly / f"asset.{function['Properties']['Code']['S3Key'].removesuffix('.zip')}"
-    rows += bench_cold_start(asset_dir)
+    asset_rows, asset_dir = bench_asset(assembly)
+    with local() as run:
+        rows += bench_calls(run)
+        rows += bench_parallel(run)
+        rows += bench_rates(run)
+        rows += bench_cold_start(run, asset_dir)
     rows += peers
-    rows += bench_asset(assembly)
+    rows += asset_rows
     width = [max(len(row[i]) for row in rows) for i in range(3)]
     print(f"| {'measure':<{width[0]}} | {'figure':<{width[1]}} | {'context':<{width[2]}} |")
     print(f"|{'-' * (width[0] + 2)}|{'-' * (width[1] + 2)}|{'-' * (width[2] + 2)}|")

@@ -121,6 +121,18 @@ class Context:
     keep_existing: bool = False
     settle_epoch: int = 0
     """The epoch SETTLE_* kinds settle."""
+    uncertain: frozenset[Association] = frozenset()
+    """Associations whose record changed under the event after AppStream was read: whether AppStream
+    holds them now is unknown. An addition then associates (idempotent), a withdrawal disassociates
+    (idempotent too): the call is made rather than skipped on a stale reading."""
+
+    def maybe_present(self, association: Association) -> bool:
+        """Present, or unknown (a withdrawal must make its call)."""
+        return association in self.present or association in self.uncertain
+
+    def surely_present(self, association: Association) -> bool:
+        """Present, and known to be (an addition may skip its call)."""
+        return association in self.present and association not in self.uncertain
 
 
 def _effective(claim: Claim | None, context: Context) -> Claim | None:
@@ -141,7 +153,7 @@ def _drop(association: Association, record: AssociationRecord, claimant: Claiman
     if declared_by_others(record, claimant, epochs=epochs, phase=phase):
         settled = is_settled_grant(mine, epochs, phase) and not record.adopted
         return Change(association, claimant, record, None, adopted=settled)
-    present = association in context.present
+    present = context.maybe_present(association)
     if context.kind is Kind.DROP_OWN_GRANTS:
         withdraw = mine.granted
     else:
@@ -156,7 +168,7 @@ def _declare(association: Association, record: AssociationRecord, context: Conte
     """Claim a declared association (DECLARE), associating it when AppStream lacks it."""
     claimant = context.claimant
     mine = _effective(record.claim_of(claimant), context)
-    present = association in context.present
+    present = context.surely_present(association)
     keep = context.keep_existing
     if mine is not None and mine.state == REMOVING:
         # Marked for removal earlier in this deployment and declared again: held as before.
@@ -195,9 +207,9 @@ def _revert(association: Association, record: AssociationRecord, context: Contex
         return _drop(association, record, claimant, context)
     if mine is not None and mine.epoch == context.epoch and mine.state == REMOVING:
         claim = Claim(HELD, mine.epoch, mine.granted, mine.keep_existing)
-        present = association in context.present
+        present = context.surely_present(association)
         return Change(association, claimant, record, claim, call=Call.NONE if present else Call.ASSOCIATE)
-    if association in context.declared and association not in context.present:
+    if association in context.declared and not context.surely_present(association):
         # Declared by the template being returned to, but not in AppStream: converge.
         if mine is None:
             claim = Claim(HELD, context.epoch, True, context.keep_existing)

@@ -300,8 +300,7 @@ class Executor:
     def _redecide(self, batch: list[Change], conflict: Conflicts, context: Context) -> list[Change]:
         stale = [change.association for change in batch] if conflict.retry_all else list(conflict.associations)
         fresh = self._store.reload(stale)
-        absent = frozenset(stale)
-        changed_context = replace(context, present=context.present - absent)
+        changed_context = replace(context, uncertain=context.uncertain | frozenset(stale))
         out: list[Change] = []
         for change in batch:
             if change.association not in stale:

@@ -306,3 +306,42 @@ def test_a_stack_created_in_the_same_deploy_is_waited_for(world: World) -> None:
     answer = driver.create("Analysts", "fresh", [ALICE], AwaitStack=True)
     assert answer.status == "SUCCESS", answer.reason
     assert ("fresh", ALICE) in world.associations()
+
+
+def test_two_resources_dropping_one_user_at_once_still_withdraw_it(world: World) -> None:
+    """Found by the whole-stack model: both Deletes of a stack's deletion race on one association.
+
+    The second reads the record while the first still claims it, then finds it changed: it must
+    decide again and withdraw (AppStream's earlier answer is stale), not leave the user behind.
+    """
+    driver = deployed(world, {"Analysts": [ALICE, BOB], "Team": [BOB]})
+    driver.phase("DELETE_IN_PROGRESS")
+    import boto3  # noqa: PLC0415
+    from botocore.config import Config  # noqa: PLC0415
+
+    from appstream_handler.clients import client_config  # noqa: PLC0415
+    from appstream_handler.handler import Clients, Environment, handle_event  # noqa: PLC0415
+
+    tagged = client_config("appstream").merge(Config(user_agent_appid="second"))
+    session = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    clients = Clients(
+        appstream=session.client("appstream", endpoint_url=world.appstream.endpoint_url, config=tagged),
+        cloudformation=world.clients.cloudformation,
+        dynamodb=world.clients.dynamodb,
+    )
+    # The first Delete runs, whole, while the second one's Describe is being answered.
+    world.appstream.faults.on_call(1, app_id="second", action=lambda: driver.delete("Analysts"))
+    second = driver.event("Delete", "Team")
+    world.registry.set_resource(driver.stack_id, "Team", rules.RESOURCE_TYPE, "DELETE_IN_PROGRESS")
+    answer = handle_event(
+        second,
+        clients,
+        300.0,
+        environment=Environment(own_stack_id=driver.stack_id, table=world.table),
+        clocks=world.clock.clocks,
+    )
+    assert answer.status == "SUCCESS", answer.reason
+    assert world.appstream.faults.crash_errors() == ()
+    assert world.associations() == set()
