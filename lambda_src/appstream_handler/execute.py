@@ -36,6 +36,8 @@ BATCH_WINDOW = 2.0 * rules.CALL_SECONDS + 4.0
 (and an association's ``wd_until``), so an event that takes the resource over, or wants to
 claim an association being withdrawn, knows how long to wait for a call that may be in flight."""
 CONFLICT_ATTEMPTS = 6
+PLAN_MARGIN = 1.2
+"""How much slower than the rate measured so far the rest of the work is planned for."""
 WRITE_LIMIT = 99
 """Association writes per transaction (one more action is the resource's hold)."""
 
@@ -96,14 +98,32 @@ class Executor:
         self._lock = threading.Lock()
         self._unlocks: list[_Unlock] = []
         self._stopped = False
+        self._undoing = False
+        self._undo_deadline: Deadline | None = None
+        self._done_batches = 0
         self._left = 0
 
     # -- public ---------------------------------------------------------------------------
 
-    def run(self, changes: Sequence[Change], context: Context, deadline: Deadline) -> Result:
-        """Write and carry out ``changes``; stop at the first failure (the caller undoes)."""
+    def run(
+        self,
+        changes: Sequence[Change],
+        context: Context,
+        deadline: Deadline,
+        *,
+        undoing: bool = False,
+        undo_deadline: Deadline | None = None,
+    ) -> Result:
+        """Write and carry out ``changes``; stop at the first failure (the caller undoes).
+
+        Forward work stops early when AppStream's pace says the rest cannot be done in time (what
+        is done must still be undone); an undo (``undoing``) goes on as far as time allows.
+        """
         result = Result(calls_needed=sum(1 for change in changes if change.call is not Call.NONE))
         self._stopped = False
+        self._undoing = undoing
+        self._undo_deadline = undo_deadline
+        self._done_batches = 0
         quiet = [change for change in changes if change.call is Call.NONE]
         for start in range(0, len(quiet), WRITE_LIMIT):
             self._batch(quiet[start : start + WRITE_LIMIT], context, deadline, result)
@@ -134,7 +154,16 @@ class Executor:
             self._left -= 1
             stopping = self._stopped
         pacer = self._runner.pacer
-        if not stopping and pacer.limited and pacer.seconds_for(left) > deadline.remaining() - rules.CALL_SECONDS:
+        late = False
+        if pacer.limited and not self._undoing:
+            # Stop while what is done can still be undone at AppStream's pace, if the rest cannot be
+            # done in this event's time: never leave a partial change behind.
+            finish = PLAN_MARGIN * pacer.seconds_for(left)
+            late = finish > deadline.remaining() - rules.CALL_SECONDS
+            if self._undo_deadline is not None:
+                undo_window = self._undo_deadline.remaining() - max(0.0, deadline.remaining())
+                late = late or PLAN_MARGIN * pacer.seconds_for(self._done_batches + 1) > undo_window
+        if not stopping and late:
             with self._lock:
                 self._stopped = True
                 result.throttled_rate = pacer.rate
@@ -144,6 +173,8 @@ class Executor:
                 result.problems.update(dict.fromkeys((change.association for change in batch), THROTTLED))
             return
         self._batch(batch, context, deadline, result)
+        with self._lock:
+            self._done_batches += 1
 
     def pacer_rate(self) -> float | None:
         """The calls per second AppStream allowed this event (None if it never throttled)."""
@@ -192,7 +223,7 @@ class Executor:
                 inverses.append(inverse)
                 fresh[change.association] = record  # one inverse per association per pass
         undo_context = replace(context, present=frozenset())
-        return self.run(inverses, undo_context, deadline)
+        return self.run(inverses, undo_context, deadline, undoing=True)
 
     # -- batches ----------------------------------------------------------------------------
 

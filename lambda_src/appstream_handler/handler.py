@@ -387,7 +387,7 @@ class _Event:
                 sleep=self.clocks.sleep,
             )
             self.executor = executor
-            result = executor.run(changes, context, self.budget.forward)
+            result = executor.run(changes, context, self.budget.forward, undo_deadline=self.budget.undo)
             if result.ok:
                 executor.flush(self.budget.answer)
                 return Answer(SUCCESS, self.success_id)
@@ -500,7 +500,13 @@ class _Event:
     def _finish(self, record: ResourceRecord, answer: Answer) -> Answer:
         remembered = Answered(self.request_type, answer.status, answer.physical_resource_id, answer.reason)
         executor: Executor | None = getattr(self, "executor", None)
-        actions = executor.pending_unlocks() if executor is not None else []
+        actions: list[dict[str, Any]] = []
+        if executor is not None:
+            try:
+                executor.flush(self.budget.answer)  # what does not fit in the last write (99 actions)
+            except (StoreError, Superseded, Conflicts) as error:
+                logger.error("Could not write the trailing withdrawals: %s", error)
+            actions = executor.pending_unlocks()
         try:
             self.store.finish(self.owner, remembered, record, actions=actions)
         except Superseded:

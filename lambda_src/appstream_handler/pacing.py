@@ -55,6 +55,8 @@ class Pacer:
         self._accepted_at: deque[float] = deque(maxlen=MEASURED_CALLS)
         self.accepted = 0
         self.throttled = 0
+        self._limited_since: float | None = None
+        self._accepted_since_limited = 0
 
     @property
     def rate(self) -> float | None:
@@ -67,10 +69,20 @@ class Pacer:
         """True once AppStream has throttled this event's calls."""
         return self.throttled > 0
 
-    def seconds_for(self, calls: int) -> float:
-        """How long ``calls`` more calls take at the current pace (0 when unpaced)."""
+    def planning_rate(self) -> float | None:
+        """The rate to plan the rest with: the pace, or what was really achieved since the first
+        throttle if that is lower (the calls also wait for everything else the event does)."""
         with self._lock:
             rate = self._rate
+            if rate is None or self._limited_since is None or self._accepted_since_limited < 3:
+                return rate
+            span = self._clock() - self._limited_since
+            achieved = self._accepted_since_limited / span if span > 0 else rate
+            return min(rate, achieved)
+
+    def seconds_for(self, calls: int) -> float:
+        """How long ``calls`` more calls take at the planning rate (0 when unpaced)."""
+        rate = self.planning_rate()
         if not rate:
             return 0.0
         return calls / rate
@@ -113,6 +125,8 @@ class Pacer:
             now = self._clock()
             self.accepted += 1
             self._accepted_at.append(now)
+            if self._limited_since is not None:
+                self._accepted_since_limited += 1
             if self._probe_wait is not None:
                 refill = 0.75 * self._probe_wait  # between the last two waits: (wait / 2, wait]
                 self._rate = max(MIN_RATE, 1.0 / max(refill, 1e-3))
@@ -126,6 +140,8 @@ class Pacer:
         with self._lock:
             now = self._clock()
             self.throttled += 1
+            if self._limited_since is None:
+                self._limited_since = now
             if self._probe_wait is not None:
                 if self._probe_taken:
                     self._probe_wait = min(MAX_PROBE_WAIT, self._probe_wait * 2)

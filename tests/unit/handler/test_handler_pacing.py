@@ -6,6 +6,7 @@ rate limit, burst, list size and timeout play out deterministically and fast.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -76,7 +77,11 @@ def test_a_rate_too_low_for_the_time_fails_early_with_a_reason_about_the_rate_an
     assert world.associations() == set()
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=int(os.environ.get("PACING_EXAMPLES", "12")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
     rate=st.sampled_from([0.05, 0.1, 0.3, 1.0, 3.0, 10.0]),
     burst=st.integers(1, 6),
