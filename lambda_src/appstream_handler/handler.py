@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -183,16 +184,22 @@ def handle_event(
                 return Answer(FAILED, failure_id, clip(str(error), MAX_REASON))
     store = StateStore(clients.dynamodb, environment.table, clock=clocks.wall)
     claimant = Claimant(stack_id, logical_id)
+    # The state store's record and CloudFormation's view are read at once (three round trips in one).
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="event-reads") as pool:
+        reading_state = pool.submit(store.load_stack, stack_id)
+        reading_facts = pool.submit(read_facts, clients.cloudformation, stack_id, logical_id)
+        try:
+            state = reading_state.result()
+        except StoreError as error:
+            return _store_failed(error, environment, failure_id)
+        earlier = state.resource(claimant).answered.get(str(event.get("RequestId")))
+        if earlier is not None:
+            logger.info(
+                "%s was answered before (%s): answering the same, no AppStream call", request_type, earlier.status
+            )
+            return Answer(earlier.status, earlier.physical_id, earlier.reason)
     try:
-        state = store.load_stack(stack_id)
-    except StoreError as error:
-        return _store_failed(error, environment, failure_id)
-    earlier = state.resource(claimant).answered.get(str(event.get("RequestId")))
-    if earlier is not None:
-        logger.info("%s was answered before (%s): answering the same, no AppStream call", request_type, earlier.status)
-        return Answer(earlier.status, earlier.physical_id, earlier.reason)
-    try:
-        facts = read_facts(clients.cloudformation, stack_id, logical_id)
+        facts = reading_facts.result()
     except NotInStack as error:
         return _refuse(f"Refused: {error.message[:160]}: not an event of this stack; nothing was changed", failure_id)
     except StackUnreadable as error:
@@ -337,10 +344,13 @@ class _Event:
             clock=self.clocks.monotonic,
             sleep=self.clocks.sleep,
         ) as runner:
-            records = self.store.load_associations(stacks)
-            records = _with_legacy(records, self.claimant, legacy)
+            # The recorded claims and AppStream's associations are read at once.
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="plan-reads") as pool:
+                reading_records = pool.submit(self.store.load_associations, stacks)
+                reading_present = pool.submit(runner.existing, stacks, self.budget.forward)
+                records = _with_legacy(reading_records.result(), self.claimant, legacy)
             try:
-                present = frozenset(runner.existing(stacks, self.budget.forward))
+                present = frozenset(reading_present.result())
             except DescribeFailed as error:
                 detail = f": {error.message}" if error.message else ""
                 return Answer(

@@ -10,6 +10,7 @@ Update: only the status tells them apart), and ``DescribeStackResource`` for the
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,17 +69,28 @@ class NotInStack(Exception):
 
 
 def read_facts(client: Any, stack_id: str, logical_id: str) -> StackFacts:
-    """Read the stack's status and the resource's.
+    """Read the stack's status and the resource's (the two calls at once).
 
     :raises NotInStack: the stack or resource does not exist (a foreign or stale event).
     :raises StackUnreadable: any other failure (access denied, throttling beyond retries, network).
     """
-    try:
-        stacks = client.describe_stacks(StackName=stack_id).get("Stacks") or []
-        if not stacks:
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="cloudformation") as pool:
+        stacks = pool.submit(_call, client.describe_stacks, StackName=stack_id)
+        detail = pool.submit(_call, client.describe_stack_resource, StackName=stack_id, LogicalResourceId=logical_id)
+        found = (stacks.result().get("Stacks") or [None])[0]
+        if not found:
             raise NotInStack(f"stack {stack_id} does not exist")
-        stack_status = str(stacks[0].get("StackStatus", ""))
-        detail = client.describe_stack_resource(StackName=stack_id, LogicalResourceId=logical_id)
+        resource = detail.result().get("StackResourceDetail") or {}
+    return StackFacts(
+        str(found.get("StackStatus", "")),
+        str(resource.get("ResourceStatus", "")),
+        str(resource.get("PhysicalResourceId", "")),
+    )
+
+
+def _call(method: Any, **kwargs: Any) -> Any:
+    try:
+        return method(**kwargs)
     except ClientError as error:
         code = str(error.response.get("Error", {}).get("Code", "ClientError"))
         message = str(error.response.get("Error", {}).get("Message", ""))
@@ -87,10 +99,6 @@ def read_facts(client: Any, stack_id: str, logical_id: str) -> StackFacts:
         raise StackUnreadable(code, message) from None
     except BotoCoreError as error:
         raise StackUnreadable(type(error).__name__, "could not reach CloudFormation") from None
-    resource = detail.get("StackResourceDetail") or {}
-    return StackFacts(
-        stack_status, str(resource.get("ResourceStatus", "")), str(resource.get("PhysicalResourceId", ""))
-    )
 
 
 def stack_name_of(stack_id: str) -> str:
