@@ -79,6 +79,7 @@ from constructs_lib.testing import (
     StackEvent,
     StackOperation,
     StateSnapshot,
+    client_env,
     read_assembly,
     summarise_users,
     write_event,
@@ -96,6 +97,8 @@ PARAMETER_TYPE = "AWS::SSM::Parameter"
 PARAMETER_FAILURE = "Parameter limit exceeded for this account (rehearsal.faults.fail)"
 APPSTREAM_STACK = "demo-stack"
 MISSING_USER = "mallory@example.com"
+BY_HAND = "dave@example.com"
+"""Removed by hand after the update (and put back), for ``drift`` to find."""
 AUTH = "USERPOOL"
 
 # What a synthesis depends on, relative to the repository (directories are read recursively).
@@ -339,6 +342,30 @@ class Story:
     assemblies: Mapping[str, Path]
     seeded: frozenset[Association]
     ids: dict[str, str] = field(default_factory=dict)
+    printer: Printer | None = None
+    cli_codes: list[int] = field(default_factory=list)
+    cli_outputs: list[str] = field(default_factory=list)
+
+    def cli(self, *arguments: str) -> int:
+        """Run the library's command line against the local AWS of the rehearsal; print what it says."""
+        aws = self.rehearsal.aws
+        env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+        env.update(aws.client_env() if aws is not None else {})
+        env.update(self.rehearsal.cloudformation.client_env())
+        env.update(client_env(self.appstream))
+        env.update({"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "NO_COLOR": "1"})
+        command = [sys.executable, "-m", "constructs_lib", *arguments]
+        completed = subprocess.run(  # noqa: S603 - this interpreter, this library
+            command, env=env, cwd=REPO, capture_output=True, text=True, check=False
+        )
+        if self.printer is not None:
+            self.printer.line(self.printer.style(f"  $ appstream-associations {' '.join(arguments)}", "2"))
+            for text in (completed.stdout + completed.stderr).rstrip().splitlines():
+                self.printer.line(self.printer.style(f"    {text}", "2"))
+            self.printer.line(self.printer.style(f"    (exit status {completed.returncode})", "2"))
+        self.cli_codes.append(completed.returncode)
+        self.cli_outputs.append(completed.stdout)
+        return completed.returncode
 
 
 @dataclass(frozen=True)
@@ -417,6 +444,8 @@ def _play_create(story: Story) -> list[StackOperation]:
 
 
 def _play_update(story: Story) -> list[StackOperation]:
+    # What the next deploy will do, before doing it: read-only (the state store and Describe calls).
+    story.cli("plan", "--app", str(story.assemblies[UPDATE.name]), "--show-users")
     return story.rehearsal.deploy(story.assemblies[UPDATE.name])
 
 
@@ -427,6 +456,27 @@ def _check_update(story: Story, step: Step, operations: list[StackOperation]) ->
     changed = sorted(key for key in associations if story.ids.get(key) != now.get(key))
     if changed:
         step.problems.append(f"physical ids of the associations changed (not updated in place): {changed}")
+
+
+def _play_by_hand(story: Story) -> list[StackOperation]:
+    story.cli_codes.clear()
+    story.cli_outputs.clear()
+    story.appstream.state.disassociate(APPSTREAM_STACK, BY_HAND, AUTH)  # an administrator, in the console
+    story.cli("drift", MAIN_STACK, "--show-users")
+    story.appstream.state.associate(APPSTREAM_STACK, BY_HAND, AUTH)  # and back
+    story.cli("drift", MAIN_STACK)
+    return []
+
+
+def _check_by_hand(story: Story, step: Step, operations: list[StackOperation]) -> None:
+    if story.cli_codes != [1, 1]:
+        step.problems.append(f"drift exited {story.cli_codes}, expected 1 twice (erin is never declared)")
+        return
+    found, after = story.cli_outputs
+    if "missing in AppStream" not in found or BY_HAND not in found:
+        step.problems.append(f"drift did not report {BY_HAND} missing")
+    if "missing in AppStream" in after or "not declared" not in after:
+        step.problems.append("after the change was undone, drift should report only what no stack declares")
 
 
 def _play_broken(story: Story) -> list[StackOperation]:
@@ -485,6 +535,19 @@ SCENES: tuple[Scene, ...] = (
         _check_update,
     ),
     Scene(
+        "A change made by hand, found by drift",
+        lambda printer: (
+            f"{BY_HAND} is removed from {APPSTREAM_STACK} outside CloudFormation: `drift` finds it "
+            "missing (exit status 1, as it also finds erin, whom no stack declares); put back, only "
+            "erin is left"
+        ),
+        _play_by_hand,
+        "",
+        _as_before,
+        "drift found the change by hand; after it was undone, only what no stack declares",
+        _check_by_hand,
+    ),
+    Scene(
         f"Create {BROKEN_STACK}, which must fail",
         lambda printer: f"users: {printer.users(BROKEN.users)} ({MISSING_USER} is not in the user pool)",
         _play_broken,
@@ -518,8 +581,7 @@ def _play(scene: Scene, story: Story, step: Step, printer: Printer) -> None:
         printer.operation(operation)
         if operation.status != scene.status:
             step.problems.append(f"{operation.stack_name} ended in {operation.status}, expected {scene.status}")
-    if operations:
-        scene.checks(story, step, operations)
+    scene.checks(story, step, operations)
     expected = scene.expected(story, before)
     actual = story.appstream.state.associations()
     if actual != expected:
@@ -546,7 +608,7 @@ def rehearse(
         ResponseServer() as cfn,
         Rehearsal(appstream, cfn, python=python) as rehearsal,
     ):
-        story = Story(rehearsal, appstream, assemblies, initial.associations)
+        story = Story(rehearsal, appstream, assemblies, initial.associations, printer=printer)
         pool = sorted(user for user, auth in initial.users if auth == AUTH)
         printer.line(f"  AppStream  {appstream.endpoint_url} (local); user pool: {len(pool)} users")
         printer.state(appstream, "AppStream before")
