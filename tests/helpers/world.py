@@ -5,21 +5,28 @@ testing kit's CloudFormation read API over a :class:`StackRegistry`; :class:`Sta
 CloudFormation stack by hand: it sets the stack's status (the phase) and the resource's status, sends
 one event to :func:`appstream_handler.handler.handle_event` through real boto3 clients, and records
 the resource's outcome as CloudFormation would. Time is a :class:`FakeClock` (sleeps advance it).
+
+AppStream's slowness is played on the same clock: :attr:`World.appstream_seconds` is how far
+each AppStream request (every attempt) moves the fake clock, through a botocore ``before-send``
+hook on the world's AppStream clients, so "time runs out mid-way" needs no real waiting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
 from appstream_handler import rules
+from appstream_handler.batches import ItemRetry
 from appstream_handler.clients import client_config
 from appstream_handler.handler import Answer, Clients, Clocks, Environment, handle_event
 from constructs_lib.testing.appstream import AppStreamServer, AppStreamState
@@ -87,18 +94,86 @@ class World:
     table: str
     clients: Clients
     clock: FakeClock = field(default_factory=FakeClock)
+    appstream_seconds: float = 0.0
+    """How far each AppStream request moves the fake clock (its latency, played on the clock)."""
+    session: Any = None
+    """The boto3 session of the world's clients (fake credentials, us-east-1)."""
+    appstream_hooks: list[Callable[[str], None]] = field(default_factory=list)
+    """Called with the operation name before each AppStream request is sent (see :meth:`on_appstream_request`)."""
 
     def reset(self) -> None:
-        """A fresh account: empty AppStream, an empty state table, no stacks."""
+        """A fresh account: empty AppStream, an empty state table, no stacks, no faults, no latency."""
         self.appstream.reset()
         self.registry.forget()
         self.cloudformation.reset_calls()
-        dynamodb = self.aws.client("dynamodb")
-        dynamodb.delete_table(TableName=self.table)
-        self.aws.create_resource(
-            "AWS::DynamoDB::Table", "State", {**TABLE_PROPERTIES, "TableName": self.table}, stack_name="t"
-        )
+        self.cloudformation.faults.clear()
+        _fresh_table(self.aws, self.table)
         self.clock.restart()
+        self.appstream_seconds = 0.0
+        self.appstream_hooks.clear()
+
+    def on_appstream_request(self, hook: Callable[[str], None]) -> None:
+        """Run ``hook(operation)`` before each AppStream request (every attempt) until the next reset.
+
+        A hook may install faults for the request about to be sent, e.g. refuse only the second batch.
+        """
+        self.appstream_hooks.append(hook)
+
+    def environment(self, own_stack_id: str, *, table: str | None = None) -> Environment:
+        """The function's configuration for a function of stack ``own_stack_id``."""
+        return Environment(own_stack_id=own_stack_id, table=self.table if table is None else table)
+
+    def handle(
+        self,
+        event: Mapping[str, Any],
+        *,
+        own_stack_id: str,
+        remaining: float = 300.0,
+        clients: Clients | None = None,
+        item_retry: ItemRetry | None = None,
+        table: str | None = None,
+    ) -> Answer:
+        """``handle_event`` as the function of stack ``own_stack_id`` runs it (no registry changes)."""
+        return handle_event(
+            event,
+            clients or self.clients,
+            remaining,
+            environment=self.environment(own_stack_id, table=table),
+            clocks=self.clock.clocks,
+            item_retry=item_retry,
+        )
+
+    def appstream_client(self, **config: Any) -> Any:
+        """A new AppStream client like the function's, with ``config`` overriding its botocore Config.
+
+        E.g. ``read_timeout=0.2`` (a hang ends quickly) or ``user_agent_appid="x"`` (for
+        ``faults.crash``). It moves the fake clock like the world's own client.
+        """
+        client = self._session().client(
+            "appstream",
+            endpoint_url=self.appstream.endpoint_url,
+            config=client_config("appstream").merge(Config(**config)),
+        )
+        client.meta.events.register("before-send.appstream", self._on_appstream_send)
+        return client
+
+    def clients_with(self, *, appstream: Any = None, dynamodb: Any = None, cloudformation: Any = None) -> Clients:
+        """The world's clients with some replaced."""
+        return Clients(
+            appstream=appstream or self.clients.appstream,
+            cloudformation=cloudformation or self.clients.cloudformation,
+            dynamodb=dynamodb or self.clients.dynamodb,
+        )
+
+    def _session(self) -> Any:
+        return self.session or _session()
+
+    def _on_appstream_send(self, event_name: str = "", **_: Any) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        for hook in list(self.appstream_hooks):
+            hook(operation)
+        if self.appstream_seconds:
+            self.clock.sleep(self.appstream_seconds)
 
     def seed(
         self,
@@ -126,6 +201,19 @@ class World:
         self.registry.create_stack(identifier, name)
         return StackDriver(self, identifier, name)
 
+    def deployed(
+        self, resources: Mapping[str, Sequence[str]], *, stack: str, name: str = "Main", **options: Any
+    ) -> StackDriver:
+        """A stack whose first deployment created ``resources`` (logical id -> users on ``stack``) and succeeded."""
+        driver = self.stack(name)
+        answer = driver.begin()
+        assert answer.status == "SUCCESS", answer.reason
+        for logical_id, users in resources.items():
+            answer = driver.create(logical_id, stack, users, **options)
+            assert answer.status == "SUCCESS", answer.reason
+        driver.phase("CREATE_COMPLETE")
+        return driver
+
     def items(self) -> list[dict[str, Any]]:
         """Every item of the state table (for assertions on the schema)."""
         return list(self.aws.client("dynamodb").scan(TableName=self.table, ConsistentRead=True)["Items"])
@@ -140,6 +228,8 @@ class StackDriver:
     name: str
     physical_ids: dict[str, str] = field(default_factory=dict)
     properties: dict[str, dict[str, Any]] = field(default_factory=dict)
+    previous_marker: str = ""
+    """The deployment marker's id before the last deployment began (what the commit deletes)."""
 
     def phase(self, status: str) -> StackDriver:
         """Move the stack to ``status`` (CREATE_IN_PROGRESS, UPDATE_ROLLBACK_IN_PROGRESS, ...)."""
@@ -178,20 +268,39 @@ class StackDriver:
             response_url="https://127.0.0.1/unused",
         )
 
-    def send(self, event: Mapping[str, Any], *, remaining: float = 300.0, in_progress: bool = True) -> Answer:
+    def send(
+        self,
+        event: Mapping[str, Any],
+        *,
+        remaining: float = 300.0,
+        in_progress: bool = True,
+        clients: Clients | None = None,
+        item_retry: ItemRetry | None = None,
+    ) -> Answer:
         """Deliver ``event`` with the resource shown in progress; record the outcome as CloudFormation would."""
+
+        def run(delivered: Mapping[str, Any]) -> Answer:
+            return handle_event(
+                delivered,
+                clients or self.world.clients,
+                remaining,
+                environment=Environment(own_stack_id=self.stack_id, table=self.world.table),
+                clocks=self.world.clock.clocks,
+                item_retry=item_retry,
+            )
+
+        return self.send_through(event, run, in_progress=in_progress)
+
+    def send_through(
+        self, event: Mapping[str, Any], deliver: Callable[[Mapping[str, Any]], Answer], *, in_progress: bool = True
+    ) -> Answer:
+        """Like :meth:`send`, with ``deliver`` running the function (e.g. ``index.handler`` over HTTPS)."""
         logical_id = str(event["LogicalResourceId"])
         verb = VERBS[str(event["RequestType"])]
         registry = self.world.registry
         if in_progress:
             registry.set_resource(self.stack_id, logical_id, str(event["ResourceType"]), f"{verb}_IN_PROGRESS")
-        answer = handle_event(
-            event,
-            self.world.clients,
-            remaining,
-            environment=Environment(own_stack_id=self.stack_id, table=self.world.table),
-            clocks=self.world.clock.clocks,
-        )
+        answer = deliver(event)
         if in_progress:
             status = f"{verb}_{'COMPLETE' if answer.status == 'SUCCESS' else 'FAILED'}"
             registry.set_resource(
@@ -219,18 +328,57 @@ class StackDriver:
     def begin(self, properties: Mapping[str, Any] | None = None) -> Answer:
         """The deployment marker's Create or Update: a deployment begins."""
         props = dict(properties or {"Generation": uuid.uuid4().hex})
-        request = "Update" if "Deployment" in self.physical_ids else "Create"
-        return self.send(self.event(request, "Deployment", props, resource_type=rules.DEPLOYMENT_RESOURCE_TYPE))
+        previous = self.physical_ids.get("Deployment")
+        request = "Update" if previous else "Create"
+        answer = self.send(self.event(request, "Deployment", props, resource_type=rules.DEPLOYMENT_RESOURCE_TYPE))
+        if answer.status == "SUCCESS" and previous and previous != answer.physical_resource_id:
+            self.previous_marker = previous
+        return answer
+
+    def begin_update(self) -> StackDriver:
+        """A new deployment of this stack: UPDATE_IN_PROGRESS and the marker's Update."""
+        self.phase("UPDATE_IN_PROGRESS")
+        answer = self.begin()
+        assert answer.status == "SUCCESS", answer.reason
+        return self
 
     def commit(self) -> Answer:
-        """The cleanup-phase Delete of the marker's old id: the deployment succeeded."""
+        """The cleanup-phase Delete of the marker's old id: the deployment succeeded.
+
+        The marker keeps its new id (the one a later deployment's Update is sent to).
+        """
         self.phase("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS")
-        return self.send(
+        current = self.physical_ids.get("Deployment")
+        answer = self.send(
             self.event(
-                "Delete", "Deployment", {}, resource_type=rules.DEPLOYMENT_RESOURCE_TYPE, physical_id="old-marker"
+                "Delete",
+                "Deployment",
+                {},
+                resource_type=rules.DEPLOYMENT_RESOURCE_TYPE,
+                physical_id=self.previous_marker or "old-marker",
             ),
             in_progress=False,
         )
+        if current is not None:
+            self.physical_ids["Deployment"] = current
+        return answer
+
+
+def _session() -> Any:
+    return boto3.session.Session(
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        aws_session_token="testing",
+        region_name="us-east-1",
+    )
+
+
+def _fresh_table(aws: LocalAws, table: str) -> None:
+    """An empty state table named ``table`` (moto's backends outlive a server: drop any left over)."""
+    dynamodb = aws.client("dynamodb")
+    with contextlib.suppress(dynamodb.exceptions.ResourceNotFoundException):
+        dynamodb.delete_table(TableName=table)
+    aws.create_resource("AWS::DynamoDB::Table", "State", {**TABLE_PROPERTIES, "TableName": table}, stack_name="t")
 
 
 @contextmanager
@@ -240,13 +388,8 @@ def running_world(table: str = "state") -> Iterator[World]:
     clock = FakeClock()
     state = AppStreamState(clock=clock.monotonic)
     with AppStreamServer(state) as appstream, LocalAws() as aws, CloudFormationApi(registry) as cfn:
-        aws.create_resource("AWS::DynamoDB::Table", "State", {**TABLE_PROPERTIES, "TableName": table}, stack_name="t")
-        session = boto3.session.Session(
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            aws_session_token="testing",
-            region_name="us-east-1",
-        )
+        _fresh_table(aws, table)
+        session = _session()
         clients = Clients(
             appstream=session.client(
                 "appstream", endpoint_url=appstream.endpoint_url, config=client_config("appstream")
@@ -256,4 +399,6 @@ def running_world(table: str = "state") -> Iterator[World]:
             ),
             dynamodb=session.client("dynamodb", endpoint_url=aws.endpoint_url, config=client_config("dynamodb")),
         )
-        yield World(appstream, aws, cfn, registry, table, clients, clock)
+        world = World(appstream, aws, cfn, registry, table, clients, clock, session=session)
+        clients.appstream.meta.events.register("before-send.appstream", world._on_appstream_send)
+        yield world
