@@ -1,191 +1,216 @@
-"""The ResponseURL side (issue 6): the answer arrives, and a broken URL never wedges the function.
+"""The response PUT: bounded, retried only where it can help, within CloudFormation's limits.
 
-crhelper's own sender ignores the HTTP status of its PUT and retries a broken connection forever
-without a socket timeout. Through ``index.handler`` and the HTTPS ResponseServer on loopback,
-these tests check that a transient failure (HTTP 5xx, a reset, a store that hangs) is retried a
-bounded number of times with a per-attempt timeout, that a permanent refusal is not retried,
-and that the function always returns before its time runs out.
+:func:`appstream_handler.responder.put_response` runs against the HTTPS ResponseServer on
+loopback (its test CA given as ``ssl_verify``); backoff goes to a recording sleep and the time
+left is a fake, so no test waits for a retry. The same responder behind crhelper and
+``index.handler`` is in ``test_handler_wiring.py``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import time
-import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import STACK_ID, Context, cfn_event, properties
+from hypothesis import given
+from hypothesis import strategies as st
 
-from constructs_lib.testing import AppStreamServer, ResponseAttempt, ResponseServer
+from appstream_handler import rules
+from appstream_handler.responder import MAX_ATTEMPTS, normalise_body, put_response
+from constructs_lib.testing import ResponseServer
+from constructs_lib.testing.response_server import cfn_response_problems
+from tests.helpers.fuzzing import quick
 
-MAX_ATTEMPTS = 5  # the documented bound on response attempts
-
-
-@dataclass
-class Sent:
-    url: str
-    attempts: list[ResponseAttempt]
-    seconds: float
-
-    @property
-    def accepted(self) -> list[ResponseAttempt]:
-        return [attempt for attempt in self.attempts if attempt.accepted]
-
-
-def unknown_delete() -> dict[str, Any]:
-    """A Delete for an id the handler never handed out: answered SUCCESS with no AppStream call."""
-    return cfn_event("Delete", properties("demo", ["alice@example.com"]), physical_id=f"never-seen-{uuid.uuid4()}")
+BODY = {
+    "Status": "SUCCESS",
+    "PhysicalResourceId": "appstream-user-stack-association:0123",
+    "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/Main/4f1a2b3c-0000-4000-8000-000000000001",
+    "RequestId": "5d9b1c2e-0000-4000-8000-000000000001",
+    "LogicalResourceId": "Analysts",
+    "Reason": "",
+    "Data": {},
+    "NoEcho": False,
+}
 
 
-def send(
-    event: dict[str, Any],
-    server: ResponseServer,
-    *,
-    remaining: float = 300.0,
-    url: str | None = None,
-    faults: Any = None,
-) -> Sent:
-    """Run ``index.handler`` with a fresh ResponseURL (faults scoped to it); return what the store saw."""
-    import index  # noqa: PLC0415 - needs the environment set up first
-
-    url = url or server.new_response_url("responder")
-    if faults is not None:
-        faults(server.faults, url)
-    started = time.monotonic()
-    index.handler({**event, "ResponseURL": url}, Context(remaining))
-    seconds = time.monotonic() - started
-    return Sent(url, server.attempts(url), seconds)
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_faults(response_server: ResponseServer, appstream: AppStreamServer) -> Any:
-    yield
+@pytest.fixture
+def cfn(response_server: ResponseServer) -> Iterator[ResponseServer]:
+    yield response_server
     response_server.faults.clear()
 
 
+class Sleeps:
+    """A recording sleep that also spends a fake time budget."""
+
+    def __init__(self, seconds: float = 30.0) -> None:
+        self.left = seconds
+        self.slept: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.left -= seconds
+
+    def seconds_left(self) -> float:
+        return self.left
+
+
+def put(cfn: ResponseServer, url: str, sleeps: Sleeps, body: dict[str, Any] = BODY) -> bool:
+    return put_response(url, body, cfn.ca_bundle_path, seconds_left=sleeps.seconds_left, sleep=sleeps)
+
+
 @pytest.mark.parametrize("status", [500, 503])
-def test_server_errors_are_retried_until_the_answer_is_stored(
-    status: int, response_server: ResponseServer, appstream: AppStreamServer
+def test_server_errors_are_retried_with_backoff_until_the_answer_is_stored(cfn: ResponseServer, status: int) -> None:
+    url = cfn.new_response_url("retry")
+    cfn.faults.fail(2, status=status, url=url)
+    sleeps = Sleeps()
+
+    assert put(cfn, url, sleeps)
+
+    attempts = cfn.attempts(url)
+    assert [attempt.status for attempt in attempts] == [status, status, 200]
+    assert len({attempt.raw for attempt in attempts}) == 1  # the same answer every time
+    assert sleeps.slept == [0.5, 1.0]
+    assert attempts[-1].headers.get("content-type", "") == ""  # a pre-signed S3 PUT is signed without one
+
+
+def test_reset_connections_are_retried(cfn: ResponseServer) -> None:
+    url = cfn.new_response_url("reset")
+    cfn.faults.reset_connection(3, url=url)
+    sleeps = Sleeps()
+
+    assert put(cfn, url, sleeps)
+
+    assert [attempt.status for attempt in cfn.attempts(url)] == [None, None, None, 200]
+    assert sleeps.slept == [0.5, 1.0, 2.0]
+
+
+def test_a_store_that_keeps_failing_is_given_up_on_after_a_bounded_number_of_attempts(
+    cfn: ResponseServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sent = send(unknown_delete(), response_server, faults=lambda f, url: f.fail(2, status=status, url=url))
+    url = cfn.new_response_url("down")
+    cfn.faults.fail(50, status=503, url=url)
+    sleeps = Sleeps(300.0)
 
-    assert [attempt.status for attempt in sent.attempts] == [status, status, 200]
-    assert len({attempt.raw for attempt in sent.attempts}) == 1  # the same answer every time
-    assert not sent.accepted[0].problems
-    assert sent.accepted[0].body is not None
-    assert sent.accepted[0].body["Status"] == "SUCCESS"
-    assert sent.seconds < 5
-    assert appstream.calls == ()
+    assert not put(cfn, url, sleeps)
 
-
-def test_reset_connections_are_retried_until_the_answer_is_stored(
-    response_server: ResponseServer, appstream: AppStreamServer
-) -> None:
-    sent = send(unknown_delete(), response_server, faults=lambda f, url: f.reset_connection(3, url=url))
-
-    assert [attempt.status for attempt in sent.attempts] == [None, None, None, 200]
-    assert len(sent.accepted) == 1
-    assert sent.seconds < 8
-
-
-def test_a_store_that_keeps_failing_is_given_up_on_in_bounded_time(
-    response_server: ResponseServer, appstream: AppStreamServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    def faults(f: Any, url: str) -> None:
-        f.reset_connection(2, url=url)
-        f.fail(50, status=503, url=url)
-
-    sent = send(unknown_delete(), response_server, faults=faults)
-
-    assert len(sent.attempts) == MAX_ATTEMPTS
-    assert not sent.accepted
-    assert sent.seconds < 12  # backoff 0.5 + 1 + 2 + 4 s, then the function returns
-    time.sleep(0.5)
-    assert len(response_server.attempts(sent.url)) == MAX_ATTEMPTS  # nothing keeps trying behind our back
+    assert len(cfn.attempts(url)) == MAX_ATTEMPTS
+    assert sleeps.slept == [0.5, 1.0, 2.0, 4.0]
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "could not be delivered" in logged
-    assert urlsplit(sent.url).path not in logged
+    assert urlsplit(url).path not in logged
     assert "X-Amz-Signature" not in logged
 
 
-def test_a_store_that_hangs_gets_a_per_attempt_timeout(
-    response_server: ResponseServer, appstream: AppStreamServer
-) -> None:
-    """The first PUT is held for 8 s; the function gives up on it after at most 5 s and retries."""
-    sent = send(unknown_delete(), response_server, faults=lambda f, url: f.delay(8, url=url))
+@pytest.mark.parametrize(("seconds", "attempts"), [(1.2, 1), (2.6, 3), (5.0, 4)])
+def test_no_retry_starts_that_the_time_left_cannot_hold(cfn: ResponseServer, seconds: float, attempts: int) -> None:
+    url = cfn.new_response_url("short")
+    cfn.faults.fail(50, status=500, url=url)
+    sleeps = Sleeps(seconds)
 
-    assert sent.seconds < 7
-    assert len(sent.accepted) == 1  # the retry; the held first attempt has not been answered yet
-    assert sent.accepted[0].fault is None
+    assert not put(cfn, url, sleeps)
+
+    assert len(cfn.attempts(url)) == attempts
+    assert sum(sleeps.slept) + 1.0 <= seconds  # every retry kept time for one more attempt
 
 
 @pytest.mark.parametrize("tamper", ["signature", "path"])
-def test_a_permanent_refusal_is_not_retried(
-    tamper: str, response_server: ResponseServer, appstream: AppStreamServer
-) -> None:
-    issued = response_server.new_response_url("refused")
+def test_a_permanent_refusal_is_not_retried(cfn: ResponseServer, tamper: str) -> None:
+    issued = cfn.new_response_url("refused")
     if tamper == "signature":  # S3 answers 403 SignatureDoesNotMatch
         url = issued.replace("X-Amz-Signature=", "X-Amz-Signature=0")
     else:  # S3 answers 404 NoSuchKey
         url = issued.replace("/cfn-response/", "/cfn-response/gone-")
-    import index  # noqa: PLC0415
+    sleeps = Sleeps()
 
-    started = time.monotonic()
-    index.handler({**unknown_delete(), "ResponseURL": url}, Context(300))
-    seconds = time.monotonic() - started
+    assert not put(cfn, url, sleeps)
 
-    attempts = [attempt for attempt in response_server.attempts() if attempt.target == url[url.index("/cfn") :]]
+    attempts = [attempt for attempt in cfn.attempts() if attempt.target == url[url.index("/cfn") :]]
     assert [attempt.status for attempt in attempts] == [403 if tamper == "signature" else 404]
-    assert seconds < 2
+    assert sleeps.slept == []
 
 
-def test_the_function_returns_before_its_time_runs_out_when_the_store_is_down(
-    response_server: ResponseServer, appstream: AppStreamServer
-) -> None:
-    sent = send(unknown_delete(), response_server, remaining=3.0, faults=lambda f, url: f.fail(50, status=500, url=url))
+def test_a_store_that_hangs_gets_a_per_attempt_timeout(cfn: ResponseServer) -> None:
+    """The first PUT is held for 2 s; with 1 s for that attempt the responder gives up on it and retries."""
+    url = cfn.new_response_url("held")
+    cfn.faults.delay(2.0, url=url)
+    sleeps = Sleeps()
+    answers = iter([1.0])  # the first attempt's timeout: 1 s; afterwards plenty of time
 
-    assert sent.seconds < 3.0 - 0.5  # before crhelper's timer would fire
-    assert 1 <= len(sent.attempts) <= MAX_ATTEMPTS
-    count = len(sent.attempts)
-    time.sleep(1.0)  # past the function's end: crhelper's timer must not have sent anything more
-    assert len(response_server.attempts(sent.url)) == count
+    def seconds_left() -> float:
+        return next(answers, 30.0)
 
-
-def test_a_failed_answer_survives_a_flaky_store_intact(
-    response_server: ResponseServer, appstream: AppStreamServer
-) -> None:
-    """A FAILED Create with a long, multi-byte reason: retried, stored once, within CloudFormation's limits."""
-    names = [f"{'ü' * 100}{index:03d}@例子.公司" for index in range(60)]
-    event = cfn_event("Create", properties("missing-stack", names))
-    sent = send(event, response_server, faults=lambda f, url: f.fail(1, status=500, url=url))
-
-    assert [attempt.status for attempt in sent.attempts] == [500, 200]
-    stored = sent.accepted[0]
-    assert not stored.problems, stored.problems
-    assert stored.size <= 4096
-    assert stored.body is not None
-    assert stored.body["Status"] == "FAILED"
-    assert stored.body["StackId"] == STACK_ID
-    assert stored.body["PhysicalResourceId"].startswith("appstream-user-stack-association-failed:")
-    assert stored.headers.get("content-type", "") == ""  # a pre-signed S3 PUT is signed without one
+    assert put_response(url, BODY, cfn.ca_bundle_path, seconds_left=seconds_left, sleep=sleeps)
+    assert sleeps.slept == [0.5]
+    stored = [attempt for attempt in cfn.attempts(url) if attempt.accepted]
+    assert stored
+    assert stored[0].fault is None  # the retry; the held first attempt is answered later
 
 
-def test_an_unusable_response_url_is_not_attempted(
-    response_server: ResponseServer, appstream: AppStreamServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    import index  # noqa: PLC0415
+# ------------------------------------------------------------------------------ the body's limits
 
-    url = response_server.new_response_url("plain").replace("https://", "http://")
-    event = {**cfn_event("Create", properties("demo", ["alice@example.com"])), "ResponseURL": url}
-    before = len(response_server.attempts())
+ids = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=300)
+bodies = st.fixed_dictionaries(
+    {
+        "Status": st.sampled_from(["SUCCESS", "FAILED", "", "weird", None]),
+        "PhysicalResourceId": st.one_of(st.none(), st.just(""), st.text(max_size=1500)),
+        "StackId": ids.filter(bool),
+        "RequestId": ids.filter(bool),
+        "LogicalResourceId": ids.filter(bool),
+        "Reason": st.one_of(st.none(), st.text(max_size=5000)),
+        "Data": st.one_of(st.none(), st.text(max_size=5), st.dictionaries(st.text(max_size=10), st.text(max_size=900))),
+        "NoEcho": st.one_of(st.booleans(), st.none(), st.just("true")),
+    }
+)
 
-    index.handler(event, Context(300))
 
-    assert len(response_server.attempts()) == before
-    assert appstream.calls == ()
-    assert url not in caplog.text
+@quick
+@given(body=bodies)
+def test_any_body_is_normalised_to_one_cloudformation_accepts(body: dict[str, Any]) -> None:
+    fixed = normalise_body(body, "fallback-id")
+
+    raw = json.dumps(fixed).encode("utf-8", "surrogatepass")
+    assert cfn_response_problems(raw) == ()
+    assert len(raw) <= rules.RESPONSE_BODY_LIMIT
+    for key in ("StackId", "RequestId", "LogicalResourceId"):
+        assert fixed[key] == body[key]  # echoed unchanged, or CloudFormation cannot match the answer
+    if body["Status"] in ("SUCCESS", "FAILED"):
+        assert fixed["Status"] == body["Status"]
+    else:
+        assert fixed["Status"] == "FAILED"
+
+
+@pytest.mark.parametrize("letter", ["x", "ü", "用"])
+def test_a_long_reason_is_cut_to_fit_on_a_character_boundary(letter: str) -> None:
+    fixed = normalise_body({**BODY, "Status": "FAILED", "Reason": letter * 5000, "Data": {"x": "y" * 5000}}, "id")
+    raw = json.dumps(fixed).encode()
+    assert len(raw) <= rules.RESPONSE_BODY_LIMIT
+    assert fixed["Data"] == {}
+    assert fixed["Reason"]
+    if letter == "x":
+        assert set(fixed["Reason"]) == {"x"}
+        assert len(raw) > rules.RESPONSE_BODY_LIMIT - 16  # cut to the limit, not beyond
+
+
+def test_the_physical_id_is_never_empty_and_at_most_1_kb() -> None:
+    def cut(value: str) -> str:
+        return str(normalise_body({**BODY, "PhysicalResourceId": value}, "fb")["PhysicalResourceId"])
+
+    assert cut("") == "fb"
+    assert len(cut("é" * 1000).encode()) <= rules.PHYSICAL_ID_LIMIT
+    assert cut("é" * 1000) == "é" * (rules.PHYSICAL_ID_LIMIT // 2)
+
+
+def test_a_failed_answer_without_a_reason_gets_one() -> None:
+    assert normalise_body({**BODY, "Status": "FAILED", "Reason": "  "}, "id")["Reason"].startswith("Failed")
+    assert normalise_body({**BODY, "Status": "PENDING"}, "id")["Reason"] == "Handler produced no valid status"
+
+
+def test_nothing_is_logged_at_info_that_names_the_url(cfn: ResponseServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = cfn.new_response_url("quiet")
+    assert put(cfn, url, Sleeps())
+    assert "Response delivered: SUCCESS (attempt 1)" in caplog.text
     assert urlsplit(url).query not in caplog.text
-    assert any(record.levelno >= logging.ERROR for record in caplog.records)
