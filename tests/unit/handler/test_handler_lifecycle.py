@@ -1,381 +1,331 @@
-"""Model-based lifecycle test (issue 6): random CloudFormation histories against a model of AppStream.
+"""A stateful model of whole deployments (hypothesis), played event by event through ``handle_event``.
 
-A hypothesis state machine plays CloudFormation and the world around it: Creates, Updates and
-Deletes of two custom resources (disjoint users, as the construct requires), failures (users
-that do not exist, a refused AppStream call), CloudFormation's rollbacks (a Delete of the id a
-failed Create answered with; an Update with old and new swapped after a failed Update), Deletes
-of ids never handed out, and drift: associations made or removed outside CloudFormation, users
-and stacks deleted and created.
+A :class:`~hypothesis.stateful.RuleBasedStateMachine` plays CloudFormation for one stack with up
+to three association resources (R1, R2, R3) on two AppStream stacks: deploys that add, remove and
+move users between resources and move a resource to the other AppStream stack, in any order of
+events; failures (a user that does not exist, or "another resource failed" after any event) and
+CloudFormation's rollbacks (an Update back with old and new properties swapped for every resource
+whose Update was sent, a Delete of every resource the deploy created with the id it answered, the
+marker's new id deleted in the cleanup); commits through the deployment marker; stack deletions
+(then a new stack); duplicate deliveries of earlier events, between deploys and in the middle of
+one; and associations made by hand outside CloudFormation.
 
-The model is the set of associations AppStream should hold. A resource owns what it declares:
+The model is what the templates declare plus what exists outside CloudFormation:
 
-* Create, SUCCESS: model | declared (associations that existed before are kept, and stay);
-* Update old -> new, SUCCESS: (model | new) - (old - new) (an Update with unchanged
-  associations makes no call at all, so does not repair drift either);
-* Delete, SUCCESS: model - declared, i.e. the pre-existing associations minus those the deleted
-  resource declared; a Delete of an id no successful Create returned changes nothing;
-* FAILED, any event: the model is unchanged (exactly the state before the event).
+* after each completed deploy, AppStream holds exactly the associations the resources declare
+  plus those that existed outside and no completed deploy has declared (a completed deploy that
+  declares one adopts it: from then on CloudFormation manages it);
+* after each rollback, exactly what it held before the deploy;
+* after a stack's deletion, exactly what exists outside;
+* a duplicate delivery never changes AppStream and never calls it to change anything.
 
-A rollback is modelled as the event CloudFormation sends: after a failed Update, an Update from
-the failed properties back to the old ones, which by the rule above also removes associations
-that existed before and that only the failed properties declared (CloudFormation does not mark
-a rollback, and withdrawing what a template no longer declares is the safe reading); that limit
-is pinned by ``test_rollback_of_a_failed_update_removes_what_only_the_failed_template_declared``.
-
-The expected status is predicted too: an event fails when one of the associations it must add
-cannot be made (no such stack or user-pool user), or when the refused call is one it makes;
-a Delete never fails because something was already gone.
+The lead's whole-stack model runs the same through the rehearsal (tests/e2e); this one is
+in-process and fast. Settings: ``tests.helpers.fuzzing.stateful`` (a few short histories);
+the ``slow`` test runs many longer ones.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from conftest import cfn_event, properties, seed
-from hypothesis import HealthCheck, settings
+import pytest
+from hypothesis import event as note
+from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 
-from constructs_lib.testing import BATCH_ASSOCIATE, BATCH_DISASSOCIATE, AppStreamServer
+from appstream_handler import rules
+from appstream_handler.handler import Answer
+from constructs_lib.testing.events import association_properties
+from tests.helpers.calls import changing_calls, users
+from tests.helpers.fuzzing import stateful, stateful_long
+from tests.helpers.world import StackDriver, World
 
-Assoc = tuple[str, str, str]
-CREATED_PREFIX = "appstream-user-stack-association:"
-FAILED_PREFIX = "appstream-user-stack-association-failed:"
-STACKS = ("demo", "other")
-CANDIDATES = {
-    "Alpha": [
-        "a1@example.com",
-        "ü-a2@exämple.org",
-        "o'a3@example.com",
-        "a4+tag@example.com",
-        "a5@例子.公司",
-        "ghost-a@example.com",
-    ],
-    "Beta": ["b1@example.com", "b2!#$%@example.com", "b3@example.com", "ghost-b@example.com"],
-}
-BULK = [f"bulk{index:03d}@example.com" for index in range(30)]  # Alpha may declare these too: two batches
-POOL = [name for names in CANDIDATES.values() for name in names if not name.startswith("ghost")] + BULK
-EVERYONE = sorted({*POOL, "ghost-a@example.com", "ghost-b@example.com"})
-REFUSED = "OperationNotPermittedException"
+RESOURCES = ("R1", "R2", "R3")
+APPSTREAM_STACKS = ("s1", "s2")
+POOL = users(6)
+GHOST = "ghost@example.com"
+PAIRS = [(stack, user) for stack in APPSTREAM_STACKS for user in POOL]
+
+Pair = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What one resource declares: its AppStream stack and users."""
+
+    stack: str
+    users: frozenset[str]
+
+    def pairs(self) -> set[Pair]:
+        return {(self.stack, user) for user in self.users if user != GHOST}
+
+    def properties(self) -> dict[str, Any]:
+        return association_properties(self.stack, sorted(self.users))
+
+
+Template = Mapping[str, Declared]
+
+
+def declared(template: Template) -> set[Pair]:
+    return set().union(*(item.pairs() for item in template.values())) if template else set()
 
 
 @dataclass
-class Resource:
-    physical_id: str
-    props: dict[str, Any]
-    declared: frozenset[Assoc]
+class Sent:
+    """One forward event of a deploy and its answer."""
+
+    logical_id: str
+    request_type: str
+    answer: Answer
+    new: dict[str, Any] = field(default_factory=dict)
+    old: dict[str, Any] = field(default_factory=dict)
 
 
-def declared_by(props: dict[str, Any]) -> frozenset[Assoc]:
-    return frozenset((props["StackName"], name, props["AuthenticationType"]) for name in props["UserNames"])
+@st.composite
+def templates(draw: st.DrawFn) -> dict[str, Declared]:
+    """Disjoint users over up to three resources (the construct rejects a user declared twice)."""
+    owners = {user: draw(st.sampled_from([None, *RESOURCES])) for user in POOL}
+    template = {}
+    for logical_id in RESOURCES:
+        mine = frozenset(user for user, owner in owners.items() if owner == logical_id)
+        if mine:
+            template[logical_id] = Declared(draw(st.sampled_from(APPSTREAM_STACKS)), mine)
+    return template
 
 
-class Lifecycle(RuleBasedStateMachine):
-    server: ClassVar[AppStreamServer]
-    invoke: ClassVar[Any]
+class Deployments(RuleBasedStateMachine):
+    """CloudFormation and the world around one stack's association resources."""
+
+    world: ClassVar[World]
 
     def __init__(self) -> None:
         super().__init__()
-        self.server.reset()
-        seed(self.server, stacks=list(STACKS), users=POOL)
-        self.stacks = set(STACKS)
-        self.pool = set(POOL)
-        self.model: set[Assoc] = set()
-        self.resources: dict[str, Resource] = {}
-        self.never_seen_deletes = 0
+        self.driver: StackDriver
+        self.template: dict[str, Declared] = {}
+        self.outside: set[Pair] = set()
+        self.history: list[tuple[dict[str, Any], str]] = []
+        self.fresh_stack = True
 
-    # ---------------------------------------------------------------------- the model
+    # -------------------------------------------------------------------------------- setup
 
-    def feasible(self, association: Assoc) -> bool:
-        stack, user, auth = association
-        return stack in self.stacks and (auth != "USERPOOL" or user in self.pool)
+    @initialize(existing=st.sets(st.sampled_from(PAIRS), max_size=4))
+    def account(self, existing: set[Pair]) -> None:
+        world = self.world
+        world.reset()
+        world.seed(stacks=list(APPSTREAM_STACKS), users=POOL)
+        for stack, user in existing:
+            world.appstream.state.associate(stack, user)
+        self.outside = set(existing)
+        self.new_stack()
 
-    def send(
-        self,
-        request_type: str,
-        props: dict[str, Any],
-        *,
-        add: frozenset[Assoc],
-        remove: frozenset[Assoc],
-        refuse: str | None = None,
-        old: dict[str, Any] | None = None,
-        physical_id: str | None = None,
-        logical_id: str,
-    ) -> Any:
-        """Send one event; check status and calls against the model; update the model; return the answer."""
-        to_add = add - self.model
-        to_remove = remove & self.model
-        if not all(self.feasible(association) for association in to_add):
-            refuse = None  # one failure at a time: an injected refusal could hit the undo
-            expected = "FAILED"
-        elif (refuse == BATCH_ASSOCIATE and to_add) or (refuse == BATCH_DISASSOCIATE and to_remove):
-            expected = "FAILED"
-        else:
-            expected = "SUCCESS"
-        if refuse is not None:
-            self.server.faults.fail_with(REFUSED, operation=refuse)
-        self.server.reset_calls()
-        try:
-            answer = self.invoke(
-                cfn_event(request_type, props, old=old, physical_id=physical_id, logical_id=logical_id)
-            )
-        finally:
-            self.server.faults.clear()
-        assert answer.status == expected, (request_type, answer.body, sorted(to_add), sorted(to_remove), refuse)
-        if expected == "SUCCESS":
-            self.model = (self.model | to_add) - to_remove
-        elif refuse is not None:
-            assert REFUSED in answer.reason
-        assert self.server.state.associations() == self.model
+    def new_stack(self) -> None:
+        self.driver = self.world.stack()
+        self.template = {}
+        self.fresh_stack = True
+
+    # ------------------------------------------------------------------------------ helpers
+
+    def send(self, event: dict[str, Any], **options: Any) -> Answer:
+        answer = self.driver.send(event, **options)
+        self.history.append((event, self.driver.stack_id))
+        del self.history[:-40]
         return answer
 
-    # ------------------------------------------------------------------------- events
+    def expect(self, expected: set[Pair], when: str) -> None:
+        held = self.world.associations()
+        assert held == expected, f"{when}: missing {sorted(expected - held)}, extra {sorted(held - expected)}"
 
-    def _props(self, data: st.DataObject, logical_id: str) -> dict[str, Any]:
-        real = [name for name in CANDIDATES[logical_id] if not name.startswith("ghost")]
-        names = data.draw(st.lists(st.sampled_from(real), min_size=1, unique=True), label="users")
-        if data.draw(st.sampled_from([False] * 5 + [True]), label="with a ghost"):
-            names.append(next(name for name in CANDIDATES[logical_id] if name.startswith("ghost")))
-        if logical_id == "Alpha" and data.draw(st.sampled_from([False, False, False, True]), label="bulk"):
-            names += BULK
-        stack = data.draw(st.sampled_from(["demo", "demo", "other"]), label="stack")
-        auth = data.draw(st.sampled_from(["USERPOOL", "USERPOOL", "SAML"]), label="auth")
-        return properties(stack, names, auth=auth, concurrency=data.draw(st.integers(1, 4), label="concurrency"))
-
-    refusals = st.sampled_from([None, None, None, BATCH_ASSOCIATE, BATCH_DISASSOCIATE])
-
-    def absent(self) -> list[str]:
-        return [logical_id for logical_id in sorted(CANDIDATES) if logical_id not in self.resources]
-
-    @precondition(lambda self: self.absent())
-    @rule(data=st.data(), refuse=refusals)
-    def create(self, data: st.DataObject, refuse: str | None) -> None:
-        logical_id = data.draw(st.sampled_from(self.absent()), label="logical id")
-        props = self._props(data, logical_id)
-        declared = declared_by(props)
-        answer = self.send("Create", props, add=declared, remove=frozenset(), refuse=refuse, logical_id=logical_id)
-        if answer.status == "SUCCESS":
-            assert answer.physical_id.startswith(CREATED_PREFIX)
-            self.resources[logical_id] = Resource(answer.physical_id, props, declared)
+    def redeliver(self, data: st.DataObject) -> None:
+        """Lambda delivers an earlier event once more: nothing changes."""
+        if not self.history:
             return
-        assert answer.physical_id.startswith(FAILED_PREFIX)
-        # CloudFormation rolls back: a Delete of the id the failed Create answered with.
-        rollback = self.send(
-            "Delete", props, add=frozenset(), remove=frozenset(), physical_id=answer.physical_id, logical_id=logical_id
-        )
-        assert rollback.status == "SUCCESS"
-        assert rollback.physical_id == answer.physical_id
-        assert self.server.calls == ()
+        event, own = data.draw(st.sampled_from(self.history), label="redelivered")
+        before = self.world.associations()
+        self.world.appstream.reset_calls()
+        answer = self.world.handle(event, own_stack_id=own)
+        note(f"duplicate: {'refused' if answer.reason.startswith('Refused') else 'answered as before'}")
+        assert changing_calls(self.world.appstream.calls) == [], "a duplicate changed AppStream"
+        assert self.world.associations() == before
 
-    @precondition(lambda self: self.resources)
-    @rule(data=st.data(), refuse=refusals)
-    def update(self, data: st.DataObject, refuse: str | None) -> None:
-        logical_id = data.draw(st.sampled_from(sorted(self.resources)), label="logical id")
-        resource = self.resources[logical_id]
-        new = self._props(data, logical_id)
-        if data.draw(st.sampled_from([False] * 4 + [True]), label="same associations"):
-            new = {**resource.props, "MaxConcurrency": new["MaxConcurrency"]}
-        answer = self._update(logical_id, resource, new, resource.props, refuse)
-        if answer.status == "SUCCESS":
-            resource.props, resource.declared = new, declared_by(new)
-            return
-        # CloudFormation rolls back: the same Update with old and new properties swapped.
-        self._update(logical_id, resource, resource.props, new, None)
+    def deliver_again_in_flight(self, event: dict[str, Any], answer: Answer) -> None:
+        """Lambda delivers the event just answered again, before CloudFormation took the answer in."""
+        verb = {"Create": "CREATE", "Update": "UPDATE", "Delete": "DELETE"}[event["RequestType"]]
+        registry, stack, logical_id = self.world.registry, self.driver.stack_id, event["LogicalResourceId"]
+        registry.set_resource(stack, logical_id, event["ResourceType"], f"{verb}_IN_PROGRESS")
+        before = self.world.associations()
+        self.world.appstream.reset_calls()
+        again = self.world.handle(event, own_stack_id=stack)
+        outcome = "COMPLETE" if answer.status == "SUCCESS" else "FAILED"
+        registry.set_resource(stack, logical_id, event["ResourceType"], f"{verb}_{outcome}")
+        note("duplicate: in flight")
+        assert again == answer, "a duplicate delivery must get the first delivery's answer"
+        assert self.world.appstream.calls == (), "a duplicate delivery calls AppStream"
+        assert self.world.associations() == before
 
-    def _update(
-        self, logical_id: str, resource: Resource, new: dict[str, Any], old: dict[str, Any], refuse: str | None
-    ) -> Any:
-        if declared_by(new) == declared_by(old):
-            answer = self.send(
-                "Update",
-                new,
-                add=frozenset(),
-                remove=frozenset(),
-                refuse=refuse,
-                old=old,
-                physical_id=resource.physical_id,
-                logical_id=logical_id,
-            )
-            assert answer.status == "SUCCESS"
-            assert self.server.calls == ()
-        else:
-            answer = self.send(
-                "Update",
-                new,
-                add=declared_by(new),
-                remove=declared_by(old) - declared_by(new),
-                refuse=refuse,
-                old=old,
-                physical_id=resource.physical_id,
-                logical_id=logical_id,
-            )
-        assert answer.physical_id == resource.physical_id  # in place, never a replacement
-        return answer
-
-    @precondition(lambda self: self.resources)
-    @rule(data=st.data(), refuse=st.sampled_from([None, None, None, BATCH_DISASSOCIATE]))
-    def delete(self, data: st.DataObject, refuse: str | None) -> None:
-        logical_id = data.draw(st.sampled_from(sorted(self.resources)), label="logical id")
-        resource = self.resources[logical_id]
-        answer = self.send(
-            "Delete",
-            resource.props,
-            add=frozenset(),
-            remove=resource.declared,
-            refuse=refuse,
-            physical_id=resource.physical_id,
-            logical_id=logical_id,
-        )
-        assert answer.physical_id == resource.physical_id
-        if answer.status == "SUCCESS":
-            del self.resources[logical_id]
-
-    @precondition(lambda self: self.never_seen_deletes < 2)
-    @rule(
-        logical_id=st.sampled_from(sorted(CANDIDATES)),
-        data=st.data(),
-        physical_id=st.one_of(st.just("Main_Alpha_ABCD1234"), st.uuids().map(str), st.just(FAILED_PREFIX + "0" * 24)),
-    )
-    def delete_never_seen_id(self, logical_id: str, data: st.DataObject, physical_id: str) -> None:
-        """aws-cdk#26139: CloudFormation may delete an id it never got from this handler."""
-        self.never_seen_deletes += 1
-        props = self._props(data, logical_id)
-        answer = self.send(
-            "Delete", props, add=frozenset(), remove=frozenset(), physical_id=physical_id, logical_id=logical_id
-        )
-        assert answer.status == "SUCCESS"
-        assert answer.physical_id == physical_id
-        assert self.server.calls == ()
-
-    # -------------------------------------------------------------------------- drift
+    # -------------------------------------------------------------------------------- rules
 
     @rule(
-        kind=st.sampled_from(
-            ["associate", "associate", "disassociate", "delete user", "create user", "delete stack", "create stack"]
-        ),
-        stack=st.sampled_from(STACKS),
-        user=st.sampled_from(EVERYONE),
-        auth=st.sampled_from(["USERPOOL", "SAML"]),
+        new=templates(),
+        failure=st.sampled_from([None, None, "ghost", "other"]),
         data=st.data(),
     )
-    def drift(self, kind: str, stack: str, user: str, auth: str, data: st.DataObject) -> None:
-        """Something changes outside CloudFormation."""
-        state = self.server.state
-        if kind == "associate" and self.feasible((stack, user, auth)):
-            state.associate(stack, user, auth)
-            self.model.add((stack, user, auth))
-        elif kind == "disassociate" and self.model:
-            association = data.draw(st.sampled_from(sorted(self.model)), label="association")
-            state.disassociate(*association)
-            self.model.discard(association)
-        elif kind == "delete user":
-            state.remove_user(user)
-            self.pool.discard(user)
-            self.model = {a for a in self.model if a[1:] != (user, "USERPOOL")}
-        elif kind == "create user":
-            state.add_user(user)
-            self.pool.add(user)
-        elif kind == "delete stack":
-            state.remove_stack(stack)
-            self.stacks.discard(stack)
-            self.model = {a for a in self.model if a[0] != stack}
-        elif kind == "create stack":
-            state.add_stack(stack)
-            self.stacks.add(stack)
+    def deploy(self, new: dict[str, Declared], failure: str | None, data: st.DataObject) -> None:
+        """One deployment: the marker, then Creates and Updates in some order; commit or roll back."""
+        old = dict(self.template)
+        forward = [
+            logical_id for logical_id in RESOURCES if logical_id in new and new[logical_id] != old.get(logical_id)
+        ]
+        removed = [logical_id for logical_id in RESOURCES if logical_id in old and logical_id not in new]
+        if not forward and not removed:
+            note("deploy: nothing changed")
+            return  # nothing changed: CloudFormation sends no event
+        forward = data.draw(st.permutations(forward), label="order")
+        fail_after = len(forward)
+        if failure == "ghost" and forward:
+            victim = data.draw(st.sampled_from(forward), label="ghost in")
+            new = {**new, victim: Declared(new[victim].stack, new[victim].users | {GHOST})}
+        elif failure == "other":
+            fail_after = data.draw(st.integers(0, len(forward)), label="another resource fails after")
+        before = self.world.associations()
+        first = self.fresh_stack
+        driver = self.driver
+        driver.phase("CREATE_IN_PROGRESS" if first else "UPDATE_IN_PROGRESS")
+        old_marker = driver.physical_ids.get("Deployment", "")
+        marker = driver.event(
+            "Update" if old_marker else "Create",
+            "Deployment",
+            {"Generation": uuid.uuid4().hex},
+            resource_type=rules.DEPLOYMENT_RESOURCE_TYPE,
+        )
+        assert self.send(marker).status == "SUCCESS"
+        driver.previous_marker = old_marker  # what the commit deletes
+        new_marker = driver.physical_ids["Deployment"]
+        self.fresh_stack = False
 
-    @invariant()
-    def appstream_equals_the_model(self) -> None:
-        assert self.server.state.associations() == self.model
+        sent: list[Sent] = []
+        failed = failure == "other" and fail_after < len(forward)
+        for logical_id in forward[:fail_after]:
+            request_type = "Update" if logical_id in old else "Create"
+            new_properties = new[logical_id].properties()
+            old_properties = dict(driver.properties.get(logical_id, {})) if request_type == "Update" else {}
+            event = driver.event(request_type, logical_id, new_properties, old=old_properties or None)
+            answer = self.send(event)
+            sent.append(Sent(logical_id, request_type, answer, dict(event["ResourceProperties"]), old_properties))
+            duplicate = data.draw(st.sampled_from([None, None, "in flight", "earlier"]), label="duplicate now")
+            if duplicate == "in flight":
+                self.deliver_again_in_flight(event, answer)
+            elif duplicate == "earlier":
+                self.redeliver(data)
+            if GHOST in new[logical_id].users:
+                assert answer.status == "FAILED", "a user that does not exist must fail its event"
+                failed = True
+                break
+            assert answer.status == "SUCCESS", (logical_id, answer.reason)
 
-    def teardown(self) -> None:
-        self.server.faults.clear()
+        if failed:
+            self.roll_back(sent, first, old_marker, new_marker, data)
+            self.expect(before, "after the rollback")
+            note(f"deploy: rolled back ({'first' if first else 'update'}, {failure})")
+            if first:
+                self.new_stack()  # ROLLBACK_COMPLETE: the stack can only be deleted and created anew
+            return
+
+        if not first:
+            driver.phase("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS")
+            for logical_id in data.draw(st.permutations(removed), label="cleanup order"):
+                answer = self.send(driver.event("Delete", logical_id))
+                assert answer.status == "SUCCESS", (logical_id, answer.reason)
+            assert driver.commit().status == "SUCCESS"
+        driver.phase("CREATE_COMPLETE" if first else "UPDATE_COMPLETE")
+        self.template = new
+        self.expect(declared(new) | self.outside, "after the deploy")
+        note(f"deploy: completed ({'first' if first else 'update'}, {len(removed)} removed)")
+        if self.outside & declared(new):
+            note("deploy: adopted an association that existed outside")
+        self.outside -= declared(new)  # adopted: managed by CloudFormation from now on
+
+    def roll_back(self, sent: list[Sent], first: bool, old_marker: str, new_marker: str, data: st.DataObject) -> None:
+        driver = self.driver
+        if first:
+            driver.phase("ROLLBACK_IN_PROGRESS")
+            for item in reversed(sent):
+                event = driver.event("Delete", item.logical_id, item.new, physical_id=item.answer.physical_resource_id)
+                assert self.send(event).status == "SUCCESS"
+            marker = driver.event("Delete", "Deployment", {}, resource_type=rules.DEPLOYMENT_RESOURCE_TYPE)
+            assert self.send(marker).status == "SUCCESS"
+            driver.phase("ROLLBACK_COMPLETE")
+            return
+        driver.phase("UPDATE_ROLLBACK_IN_PROGRESS")
+        steps: list[Any] = [item for item in sent if item.request_type == "Update"]
+        if data.draw(st.booleans(), label="marker updated back"):
+            steps.append("marker")
+        for step in data.draw(st.permutations(steps), label="rollback order"):
+            if step == "marker":
+                event = driver.event(
+                    "Update", "Deployment", {"Generation": "back"}, resource_type=rules.DEPLOYMENT_RESOURCE_TYPE
+                )
+            else:
+                event = driver.event(
+                    "Update", step.logical_id, step.old, old=step.new, physical_id=step.answer.physical_resource_id
+                )
+            answer = self.send(event)
+            assert answer.status == "SUCCESS", answer.reason
+        driver.phase("UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS")
+        for item in reversed([item for item in sent if item.request_type == "Create"]):
+            event = driver.event("Delete", item.logical_id, item.new, physical_id=item.answer.physical_resource_id)
+            assert self.send(event).status == "SUCCESS"
+        marker = driver.event(
+            "Delete", "Deployment", {}, resource_type=rules.DEPLOYMENT_RESOURCE_TYPE, physical_id=new_marker
+        )
+        assert self.send(marker).status == "SUCCESS"
+        driver.physical_ids["Deployment"] = old_marker  # CloudFormation keeps the old marker
+        self.world.registry.set_resource(
+            driver.stack_id, "Deployment", rules.DEPLOYMENT_RESOURCE_TYPE, "UPDATE_COMPLETE", physical_id=old_marker
+        )
+        driver.phase("UPDATE_ROLLBACK_COMPLETE")
+
+    @precondition(lambda self: not self.fresh_stack)
+    @rule(data=st.data())
+    def delete_stack(self, data: st.DataObject) -> None:
+        """The stack is deleted: every association resource, then the marker it depends on."""
+        driver = self.driver
+        driver.phase("DELETE_IN_PROGRESS")
+        for logical_id in data.draw(st.permutations(sorted(self.template)), label="delete order"):
+            answer = self.send(driver.event("Delete", logical_id))
+            assert answer.status == "SUCCESS", (logical_id, answer.reason)
+        marker = driver.event("Delete", "Deployment", {}, resource_type=rules.DEPLOYMENT_RESOURCE_TYPE)
+        assert self.send(marker).status == "SUCCESS"
+        driver.phase("DELETE_COMPLETE")
+        self.expect(set(self.outside), "after the stack's deletion")
+        self.new_stack()
+
+    @rule(data=st.data())
+    def duplicate(self, data: st.DataObject) -> None:
+        """Between deploys, Lambda delivers an earlier event again."""
+        self.redeliver(data)
+
+    @rule(pair=st.sampled_from(PAIRS))
+    def associate_by_hand(self, pair: Pair) -> None:
+        """Someone associates a user outside CloudFormation."""
+        if pair not in self.world.associations():
+            self.world.appstream.state.associate(*pair)
+            self.outside.add(pair)
 
 
-def test_random_lifecycles_keep_appstream_equal_to_the_model(appstream: AppStreamServer, invoke: Any) -> None:
-    Lifecycle.server = appstream
-    Lifecycle.invoke = staticmethod(invoke)
-    run_state_machine_as_test(
-        Lifecycle,
-        settings=settings(
-            max_examples=60,
-            stateful_step_count=30,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-        ),
-    )
+def run(machine_settings: settings) -> None:
+    run_state_machine_as_test(Deployments, settings=machine_settings)
 
 
-# ---------------------------------------------------------------------- rollbacks, pinned
+def test_random_deployments_keep_appstream_equal_to_the_templates_plus_what_exists_outside(shared_world: World) -> None:
+    Deployments.world = shared_world
+    run(stateful)
 
 
-def test_rollback_of_a_failed_create_keeps_pre_existing_associations(appstream: AppStreamServer, invoke: Any) -> None:
-    seed(appstream, stacks=["demo"], users=["x@example.com"], associated={"demo": ["x@example.com"]})
-    before = appstream.state.associations()
-    props = properties("demo", ["x@example.com", "ghost@example.com"])
-
-    failed = invoke(cfn_event("Create", props))
-    rollback = invoke(cfn_event("Delete", props, physical_id=failed.physical_id))
-
-    assert failed.status == "FAILED"
-    assert rollback.status == "SUCCESS"
-    assert appstream.state.associations() == before
-
-
-def test_rollback_of_a_failed_update_removes_what_only_the_failed_template_declared(
-    appstream: AppStreamServer, invoke: Any
-) -> None:
-    """A documented limit: CloudFormation does not mark a rollback Update as one.
-
-    x@example.com was associated outside CloudFormation. The resource declares a@example.com; an
-    Update declaring x and a user that does not exist fails and changes nothing (checked). The
-    rollback Update, from the failed properties back to the old ones, looks exactly like an Update
-    that withdraws x from a template that had been applied, and withdrawing access a template
-    no longer declares is the safe reading: x is removed. README, "Known limits", says so.
-    """
-    seed(appstream, stacks=["demo"], users=["a@example.com", "x@example.com"], associated={"demo": ["x@example.com"]})
-    old = properties("demo", ["a@example.com"])
-    failing = properties("demo", ["a@example.com", "x@example.com", "ghost@example.com"])
-    created = invoke(cfn_event("Create", old))
-    before = appstream.state.associations()
-
-    failed = invoke(cfn_event("Update", failing, old=old, physical_id=created.physical_id))
-    assert failed.status == "FAILED"
-    assert appstream.state.associations() == before
-    rollback = invoke(cfn_event("Update", old, old=failing, physical_id=created.physical_id))
-
-    assert rollback.status == "SUCCESS"
-    assert appstream.state.associations() == {("demo", "a@example.com", "USERPOOL")}
-
-
-def test_delete_after_drift_and_deleted_users_and_stacks_succeeds(appstream: AppStreamServer, invoke: Any) -> None:
-    """A stack's Delete never fails because something was already gone."""
-    names = [f"u{index}@example.com" for index in range(30)]
-    seed(appstream, stacks=["demo", "other"], users=names)
-    on_demo = invoke(cfn_event("Create", properties("demo", names), logical_id="OnDemo"))
-    on_other = invoke(cfn_event("Create", properties("other", names[:3]), logical_id="OnOther"))
-    appstream.state.disassociate("demo", names[0])
-    appstream.state.remove_user(names[1])
-    appstream.state.remove_stack("other")
-
-    deleted = [
-        invoke(cfn_event("Delete", properties("demo", names), physical_id=on_demo.physical_id, logical_id="OnDemo")),
-        invoke(
-            cfn_event("Delete", properties("other", names[:3]), physical_id=on_other.physical_id, logical_id="OnOther")
-        ),
-    ]
-
-    assert [answer.status for answer in deleted] == ["SUCCESS", "SUCCESS"]
-    assert appstream.state.associations() == frozenset()
-
-
-def test_a_delete_for_an_unknown_id_touches_nothing(appstream: AppStreamServer, invoke: Any) -> None:
-    seed(appstream, stacks=["demo"], users=["a@example.com"], associated={"demo": ["a@example.com"]})
-    before = appstream.state.associations()
-
-    answer = invoke(cfn_event("Delete", properties("demo", ["a@example.com"]), physical_id=str(uuid.uuid4())))
-
-    assert answer.status == "SUCCESS"
-    assert appstream.state.associations() == before
-    assert appstream.calls == ()
+@pytest.mark.slow
+def test_many_long_histories_keep_appstream_equal_to_the_templates(shared_world: World) -> None:
+    Deployments.world = shared_world
+    run(stateful_long)
