@@ -354,12 +354,22 @@ class Story:
         env.update(self.rehearsal.cloudformation.client_env())
         env.update(client_env(self.appstream))
         env.update({"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "NO_COLOR": "1"})
+        if self.printer is not None:
+            env["COLUMNS"] = str(self.printer.width - 4)  # its lines are indented by 4
         command = [sys.executable, "-m", "constructs_lib", *arguments]
         completed = subprocess.run(  # noqa: S603 - this interpreter, this library
             command, env=env, cwd=REPO, capture_output=True, text=True, check=False
         )
         if self.printer is not None:
-            self.printer.line(self.printer.style(f"  $ appstream-associations {' '.join(arguments)}", "2"))
+            shown = " ".join(_shown(Path(arg)) if Path(arg).is_absolute() else arg for arg in arguments)
+            command_line = textwrap.wrap(
+                f"$ appstream-associations {shown}",
+                self.printer.width - 4,
+                break_on_hyphens=False,
+                break_long_words=False,
+            )
+            for number, part in enumerate(command_line):
+                self.printer.line(self.printer.style(("  " if number == 0 else "      ") + part, "2"))
             for text in (completed.stdout + completed.stderr).rstrip().splitlines():
                 self.printer.line(self.printer.style(f"    {text}", "2"))
             self.printer.line(self.printer.style(f"    (exit status {completed.returncode})", "2"))

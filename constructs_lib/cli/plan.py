@@ -602,7 +602,9 @@ def render_text(plans: Sequence[StackPlan], printer: output.Printer, *, show_use
         for item in stack.resources:
             target = f" → {item.appstream_stack} ({item.authentication_type})" if item.appstream_stack else ""
             event = EVENTS.get(item.event, item.event)
-            printer.line(f"  {style(item.path or item.logical_id, 'cyan')}{target}: {event}")
+            suffix = f"{target}: {event}"
+            name = output.fit_middle(item.path or item.logical_id, max(12, width - 2 - len(suffix)))
+            printer.line(f"  {style(name, 'cyan')}{suffix}")
             rows: list[list[str]] = []
             for group in groups(item):
                 label, meaning = KINDS[group.kind]

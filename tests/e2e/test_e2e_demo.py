@@ -1,4 +1,4 @@
-"""``make demo``'s script: its five steps pass on app.py, and it says so (exit 1) when one does not."""
+"""``make demo``'s script: its six steps pass on app.py, and it says so (exit 1) when one does not."""
 
 from __future__ import annotations
 
@@ -28,14 +28,14 @@ def test_the_demo_seed_is_what_the_demo_s_checks_assume() -> None:
     assert not existing & (set(demo.INITIAL.users) | set(demo.UPDATE.users))
 
 
-def test_all_five_steps_go_as_expected_and_the_output_fits_a_terminal(assemblies: Mapping[str, Path]) -> None:
+def test_all_six_steps_go_as_expected_and_the_output_fits_a_terminal(assemblies: Mapping[str, Path]) -> None:
     out = io.StringIO()
     printer = demo.Printer(out, color=False, width=80)
     steps = demo.rehearse(assemblies, state=AppStreamState.load_seed(demo.DEFAULT_SEED), printer=printer)
     text = out.getvalue()
-    assert [step.problems for step in steps] == [[]] * len(demo.SCENES) == [[]] * 5, text
+    assert [step.problems for step in steps] == [[]] * len(demo.SCENES) == [[]] * 6, text
     assert not ANSI.search(text)
-    assert max(len(line) for line in text.splitlines()) <= 80
+    assert [line for line in text.splitlines() if len(line) > 80] == []
     for expected in (
         "CREATE_COMPLETE",
         "UPDATE_COMPLETE",
@@ -46,10 +46,13 @@ def test_all_five_steps_go_as_expected_and_the_output_fits_a_terminal(assemblies
         "changed: nothing",
         demo.PARAMETER_FAILURE,
         "as expected: ROLLBACK_COMPLETE; AppStream exactly as before",
+        "$ appstream-associations plan --app",
+        "disassociate  1  cleanup",
+        "missing in AppStream",
     ):
         assert expected in text
-    assert text.count("as expected: ") == 5
-    first = text[text.index("1/5 ") : text.index("2/5 ")]
+    assert text.count("as expected: ") == 6
+    first = text[text.index("1/6 ") : text.index("2/6 ")]
     assert first.index("AppStream before") < first.index("AppStream after")  # the rolled-back step shows both
 
 
@@ -77,10 +80,10 @@ def test_an_unexpected_outcome_makes_the_demo_exit_1(
     text = out.getvalue()
     assert "NOT AS EXPECTED:" in text
     assert f"{demo.BROKEN_STACK} ended in CREATE_COMPLETE, expected ROLLBACK_COMPLETE" in " ".join(text.split())
-    # Deleting the broken stack then removes erin, whom it declared: step 5 cannot end at the seed either.
+    # Deleting the broken stack then removes erin, whom it declared: step 6 cannot end at the seed either.
     assert (
-        "2 of 5 steps did not go as expected (4/5 Create AppStreamUserAssociationsBroken, which must fail, "
-        "5/5 Delete the three stacks)" in text
+        "2 of 6 steps did not go as expected (5/6 Create AppStreamUserAssociationsBroken, which must fail, "
+        "6/6 Delete the three stacks)" in text
     )
 
 
