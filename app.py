@@ -91,9 +91,9 @@ def parse_str(key: str, value: object) -> str:
     raise ContextError(f"context {key} must be a non-empty string, got {value!r}")
 
 
-def build_app(context: Mapping[str, object] | None = None) -> cdk.App:
+def build_app(context: Mapping[str, object] | None = None, outdir: str | None = None) -> cdk.App:
     """Build the app; ``context`` is added to what the CDK CLI passes (used by tests)."""
-    app = cdk.App(context=dict(context) if context else None)
+    app = cdk.App(context=dict(context) if context else None, outdir=outdir)
 
     def get(key: str, default: object) -> object:
         value = app.node.try_get_context(key)
@@ -131,11 +131,20 @@ def build_app(context: Mapping[str, object] | None = None) -> cdk.App:
 
 
 def main() -> None:
+    """Synthesize; run directly (not by the CDK CLI), write to ``./cdk.out`` and say so."""
+    direct = not os.environ.get("CDK_OUTDIR")  # the CDK CLI sets it
     try:
-        app = build_app()
+        app = build_app(outdir="cdk.out" if direct else None)
     except (ContextError, AssociationValidationError) as error:
         sys.exit(f"app.py: {error}")
-    app.synth()
+    assembly = app.synth()
+    if direct:
+        stacks = ", ".join(stack.stack_name for stack in assembly.stacks)
+        print(
+            f"app.py: synthesized {stacks} into {os.path.relpath(assembly.directory)}/ "
+            "(review with `npx cdk diff`, deploy with `npx cdk deploy` or `make deploy`)",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

@@ -171,7 +171,10 @@ def local() -> Iterator[Local]:
     with AppStreamServer(AppStreamState()) as appstream, LocalAws() as aws, CloudFormationApi(registry) as cfn_api:
         aws.create_resource("AWS::DynamoDB::Table", "State", TABLE_PROPERTIES, stack_name="bench")
         session = boto3.session.Session(
-            aws_access_key_id="x", aws_secret_access_key="x", aws_session_token="x", region_name="us-east-1"
+            aws_access_key_id="x",
+            aws_secret_access_key="x",  # noqa: S106 - dummy credentials for the local moto server
+            aws_session_token="x",  # noqa: S106
+            region_name="us-east-1",
         )
         dynamodb = session.client("dynamodb", endpoint_url=aws.endpoint_url, config=client_config("dynamodb"))
         counted: Counter[str] = Counter()

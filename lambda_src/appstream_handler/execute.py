@@ -129,8 +129,10 @@ class Executor:
             self._batch(quiet[start : start + WRITE_LIMIT], context, deadline, result)
             if not result.ok:
                 return result
-        loud = [change for change in changes if change.call is not Call.NONE]
-        batches = [loud[start : start + rules.BATCH_LIMIT] for start in range(0, len(loud), rules.BATCH_LIMIT)]
+        batches: list[list[Change]] = []
+        for call in (Call.ASSOCIATE, Call.DISASSOCIATE):  # one kind of call per batch
+            loud = [change for change in changes if change.call is call]
+            batches += [loud[start : start + rules.BATCH_LIMIT] for start in range(0, len(loud), rules.BATCH_LIMIT)]
         self._left = len(batches)
         if batches and not self._owner.held:
             # The first write takes the resource's hold (conditional on its version): alone.
@@ -278,16 +280,22 @@ class Executor:
         self._call(batch, deadline, result)
 
     def _call(self, batch: list[Change], deadline: Deadline, result: Result) -> None:
-        calling = [change for change in batch if change.call is not Call.NONE]
-        if not calling:
+        quiet = [change for change in batch if change.call is Call.NONE]
+        if quiet:
             with self._lock:
-                result.done.extend(batch)
-            return
-        operation = Operation.ASSOCIATE if calling[0].call is Call.ASSOCIATE else Operation.DISASSOCIATE
+                result.done.extend(quiet)
+        # Normally one kind per batch; a batch decided again after a conflict may need both.
+        for call in (Call.ASSOCIATE, Call.DISASSOCIATE):
+            calling = [change for change in batch if change.call is call]
+            if calling:
+                self._call_one_kind(calling, deadline, result)
+
+    def _call_one_kind(self, batch: list[Change], deadline: Deadline, result: Result) -> None:
+        operation = Operation.ASSOCIATE if batch[0].call is Call.ASSOCIATE else Operation.DISASSOCIATE
         window_end = self._monotonic() + BATCH_WINDOW
         outcome: Outcome = self._runner.run_batch(
             operation,
-            [change.association for change in calling],
+            [change.association for change in batch],
             send_email=self._send_email if operation is Operation.ASSOCIATE else None,
             deadline=deadline,
             window_end=window_end,
@@ -297,7 +305,7 @@ class Executor:
         with self._lock:
             result.messages.update({k: v for k, v in outcome.messages.items() if k not in result.messages})
             for change in batch:
-                if change.call is Call.NONE or change.association in reached:
+                if change.association in reached:
                     result.done.append(change)
                 else:
                     result.problems[change.association] = outcome.problems().get(change.association, "UNKNOWN")
@@ -344,11 +352,6 @@ class Executor:
             for new in decide_one(change.association, record, changed_context):
                 if new.changes_claims or new.call is not Call.NONE:
                     out.append(new)
-        # A re-decided change may need a different call than its batch: keep one kind per batch.
-        kinds = {change.call for change in out if change.call is not Call.NONE}
-        if len(kinds) > 1:
-            first = next(iter(sorted(kinds, key=lambda call: call.value)))
-            out = [change for change in out if change.call in (first, Call.NONE)]
         return out
 
     def _take_unlocks(self, room: int, exclude: set[Association]) -> list[tuple[dict[str, Any], _Unlock]]:

@@ -99,12 +99,14 @@ class Pacer:
                 if self._probe_wait is not None:
                     due = self._probe_from + self._probe_wait
                     if not self._probe_taken and now >= due:
+                        if not must_start_by(now):
+                            return False
                         self._probe_taken = True
                         return True
                     wait = max(_POLL, due - now) if not self._probe_taken else _POLL
                     start = max(now, due)
                 elif self._rate is None:
-                    return True
+                    return must_start_by(now)
                 else:
                     start = max(now, self._next_at)
                     if not must_start_by(start):

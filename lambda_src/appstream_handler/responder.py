@@ -35,6 +35,21 @@ def _utf8_len(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
+def _body_len(body: Mapping[str, Any]) -> int:
+    """Bytes of ``body`` as :func:`put_response` sends it (``json.dumps``: non-ASCII as ``\\uXXXX``)."""
+    return len(json.dumps(body))
+
+
+def _cut_json(text: str, limit: int) -> str:
+    """The longest prefix of ``text`` whose JSON string encoding (quotes aside) is at most ``limit`` bytes."""
+    size = 0
+    for index, character in enumerate(text):
+        size += len(json.dumps(character)) - 2
+        if size > limit:
+            return text[:index]
+    return text
+
+
 def _cut_utf8(text: str, limit: int) -> str:
     return text.encode("utf-8", "surrogatepass")[:limit].decode("utf-8", "ignore")
 
@@ -43,7 +58,8 @@ def normalise_body(body: Mapping[str, Any], fallback_id: str) -> dict[str, Any]:
     """A copy of ``body`` that CloudFormation accepts.
 
     Status is SUCCESS or FAILED; a FAILED one has a reason; PhysicalResourceId is non-empty and
-    at most 1 KB; the JSON is at most 4096 bytes (Data goes first, then the reason shrinks).
+    at most 1 KB; the JSON is at most 4096 bytes as sent (Data goes first, then the reason shrinks,
+    then echoed ids that only a forged event makes too long).
     """
     fixed = dict(body)
     if fixed.get("Status") not in ("SUCCESS", "FAILED"):
@@ -58,12 +74,18 @@ def normalise_body(body: Mapping[str, Any], fallback_id: str) -> dict[str, Any]:
     if not isinstance(fixed.get("Data"), dict):
         fixed["Data"] = {}
     fixed["NoEcho"] = fixed.get("NoEcho") is True
-    if _utf8_len(json.dumps(fixed)) > MAX_BODY_BYTES:
+    if _body_len(fixed) > MAX_BODY_BYTES:
         fixed["Data"] = {}
-    overflow = _utf8_len(json.dumps(fixed)) - MAX_BODY_BYTES
-    if overflow > 0:
-        reason = fixed["Reason"]
-        fixed["Reason"] = _cut_utf8(reason, max(0, _utf8_len(reason) - overflow - 8)) or "Failed"
+    # Then the reason, then the echoed ids (oversized ones come only from a forged event).
+    for key in ("Reason", "RequestId", "LogicalResourceId", "StackId", "PhysicalResourceId"):
+        overflow = _body_len(fixed) - MAX_BODY_BYTES
+        if overflow <= 0:
+            break
+        fixed[key] = _cut_json(fixed[key], _body_len({key: fixed[key]}) - len(f'{{"{key}": ""}}') - overflow - 8)
+    if fixed["Status"] == "FAILED" and not fixed["Reason"].strip():
+        fixed["Reason"] = "Failed"
+    if not fixed["PhysicalResourceId"]:
+        fixed["PhysicalResourceId"] = _cut_json(fallback_id, 64) or "failed"
     return fixed
 
 

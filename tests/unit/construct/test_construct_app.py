@@ -111,3 +111,21 @@ def test_bad_context_stops_the_app_with_one_clear_message(tmp_path: Path) -> Non
     assert "'X'" in result.stderr
     assert "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_run_directly_it_writes_cdk_out_here_and_says_so(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CDK_")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "app.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "cdk.out" / "AppStreamUserAssociationsDemo.template.json").is_file()
+    assert "app.py: synthesized AppStreamUserAssociationsDemo into cdk.out/" in result.stderr
+    assert "npx cdk deploy" in result.stderr

@@ -191,11 +191,6 @@ def test_a_rollback_that_restores_access_sends_no_email(world: World) -> None:
     assert True not in email_flags(batch_calls(world.appstream.calls, BATCH_ASSOCIATE))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="handler bug: Executor.run batches changes that need different calls together and _call sends "
-    "the whole batch with the first change's operation, so the withdrawal goes out as an association",
-)
 def test_a_rollback_that_restores_one_user_and_withdraws_another_does_both(world: World) -> None:
     a, b, c = users(3)
     driver = world.deployed({"Analysts": [a, b]}, stack=STACK)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from appstream_handler import rules
+from appstream_handler.handler import Environment, handle_event
 from constructs_lib.testing.events import association_properties
 from tests.helpers.world import StackDriver, World, running_world
 
@@ -214,12 +215,11 @@ def test_an_event_of_another_stack_is_refused_without_calls(world: World) -> Non
     driver = world.stack()
     other = world.stack("Intruder")
     other.begin()
-    event = other.event("Create", "Grant", association_properties("admins", [MALLORY := "mallory@example.com"]))
-    world.appstream.state.add_user(MALLORY)
+    mallory = "mallory@example.com"
+    event = other.event("Create", "Grant", association_properties("admins", [mallory]))
+    world.appstream.state.add_user(mallory)
     world.appstream.reset_calls()
     # Delivered to the function of stack Main.
-    from appstream_handler.handler import Environment, handle_event
-
     answer = handle_event(
         event,
         world.clients,
@@ -230,7 +230,7 @@ def test_an_event_of_another_stack_is_refused_without_calls(world: World) -> Non
     assert answer.status == "FAILED"
     assert "Refused" in answer.reason
     assert world.appstream.calls == ()
-    assert ("admins", MALLORY) not in world.associations()
+    assert ("admins", mallory) not in world.associations()
 
 
 def test_an_event_whose_resource_is_not_in_progress_is_refused(world: World) -> None:

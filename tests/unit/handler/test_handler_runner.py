@@ -261,11 +261,6 @@ def test_throttles_change_nothing_and_are_waited_out(world: World) -> None:
     assert work.calls[Operation.ASSOCIATE.name] == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="handler bug: Pacer.wait_turn returns True while unpaced without asking must_start_by, so the "
-    "runner starts a call with less than CALL_HEADROOM left or past window_end (CALL_HEADROOM promises it never does)",
-)
 @pytest.mark.parametrize("call", ["describe", "batch"])
 def test_no_call_starts_unless_a_whole_call_fits(world: World, call: str) -> None:
     short = deadline(world, CALL_HEADROOM - 1)

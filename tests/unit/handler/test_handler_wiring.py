@@ -159,11 +159,6 @@ def test_a_malformed_envelope_gets_one_failed_answer_and_no_call(
     assert world.appstream.calls == ()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="handler bug: responder.normalise_body shrinks only Data and Reason; echoed ids over 4 KB "
-    "(a forged event) produce a body over CloudFormation's 4096-byte limit",
-)
 def test_the_body_stays_within_4096_bytes_even_for_oversized_echoed_ids(
     function: Function, driver: StackDriver
 ) -> None:
