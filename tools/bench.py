@@ -180,7 +180,7 @@ def local() -> Iterator[Local]:
         counted: Counter[str] = Counter()
         dynamodb.meta.events.register(
             "before-call.dynamodb",
-            lambda model, **_: counted.update([model.name]),  # type: ignore[no-untyped-call]
+            lambda model, **_: counted.update([model.name]),
         )
         clients = Clients(
             appstream=session.client(

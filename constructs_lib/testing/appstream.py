@@ -615,7 +615,7 @@ class _Crash:
 
     after: int
     app_id: str
-    action: Callable[[], None]
+    action: Callable[[], object]
     operation: str | None
     seen: int = 0
     answer: bool = False
@@ -701,7 +701,7 @@ class Faults:
         after: int,
         *,
         app_id: str,
-        action: Callable[[], None],
+        action: Callable[[], object],
         operation: str | None = None,
     ) -> None:
         """Crash the caller on its ``after``-th call: apply the call, run ``action``, reset.
@@ -742,7 +742,7 @@ class Faults:
         after: int,
         *,
         app_id: str,
-        action: Callable[[], None],
+        action: Callable[[], object],
         operation: str | None = None,
     ) -> None:
         """Run ``action`` on the caller's ``after``-th call, then answer that call as usual.

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Template
-from construct_helpers import CUSTOM_TYPE, REPO_ROOT
 
 import app as demo_app
+from tests.helpers.templates import CUSTOM_TYPE, REPO_ROOT
 
 
 def template_of(context: dict[str, Any] | None = None) -> Template:

@@ -13,9 +13,9 @@ from pathlib import Path
 import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Template
-from construct_helpers import REPO_ROOT, new_stack, only_logical_id
 
 from constructs_lib import AssetStagingError, UserStackAssociation, _asset
+from tests.helpers.templates import REPO_ROOT, new_stack, only_logical_id
 
 WHEEL = REPO_ROOT / "constructs_lib" / "_vendor" / "crhelper-2.0.12-py3-none-any.whl"
 

@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
-from construct_helpers import REPO_ROOT
 
 import constructs_lib
 from constructs_lib import UserStackAssociation
+from tests.helpers.templates import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "constructs_lib"
 
@@ -26,7 +26,7 @@ def documented_assignments(path: Path, *, in_init_of: str | None = None) -> dict
         body = init.body
     found: dict[str, bool] = {}
     for statement, following in zip(body, [*body[1:], None], strict=True):
-        target = statement.target if isinstance(statement, ast.AnnAssign) else None
+        target: ast.expr | None = statement.target if isinstance(statement, ast.AnnAssign) else None
         if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
             target = statement.targets[0]
         if in_init_of is not None:

@@ -11,11 +11,11 @@ import cdk_nag
 import pytest
 from aws_cdk import aws_appstream as appstream
 from aws_cdk import aws_iam as iam
-from construct_helpers import ENV, cdk_json_context, cfn_lint
 
 import app as demo_app
 from constructs_lib import PROVIDER_ID, UserStackAssociation
 from constructs_lib._provider import DESCRIBE_ACKNOWLEDGMENT_REASON
+from tests.helpers.templates import ENV, cdk_json_context, cfn_lint
 
 DESCRIBE_ACKNOWLEDGMENT = "AwsSolutions::AwsSolutions-IAM5[Resource::*]"
 
@@ -84,6 +84,7 @@ def test_multi_association_stack_passes_aws_solutions_with_one_exact_acknowledgm
 def test_the_scan_does_catch_an_unacknowledged_wildcard(tmp_path: Path) -> None:
     app = multi_association_app(tmp_path)
     stack = app.node.find_child("Multi")
+    assert isinstance(stack, cdk.Stack)
     iam.Policy(
         stack,
         "Unreviewed",

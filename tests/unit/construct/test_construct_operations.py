@@ -12,10 +12,10 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk.assertions import Annotations, Match, Template
-from construct_helpers import CUSTOM_TYPE, cfn_lint, new_stack, only_logical_id, resources_of_type
 
 from constructs_lib import AssociationValidationError, UserStackAssociation
 from constructs_lib import _timing as timing
+from tests.helpers.templates import CUSTOM_TYPE, cfn_lint, new_stack, only_logical_id, resources_of_type
 
 USERS = ["a@example.com", "b@example.com"]
 
@@ -138,7 +138,7 @@ def test_a_token_concurrency_counts_as_one_call_at_a_time() -> None:
     stack = new_stack()
     concurrency = cdk.CfnParameter(stack, "Concurrency", type="Number").value_as_number
     many = [f"user{n:04d}@example.com" for n in range(200)]
-    build(stack, user_names=many, max_concurrency=concurrency)  # type: ignore[arg-type]
+    build(stack, user_names=many, max_concurrency=concurrency)
     # 8 batches one at a time, 2 pages: 60 + 2 * 13 * 10 = 320 s -> 420 s.
     assert function_of(Template.from_stack(stack))["Properties"]["Timeout"] == 420
 

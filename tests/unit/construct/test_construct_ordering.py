@@ -7,10 +7,10 @@ import jsii
 import pytest
 from aws_cdk import aws_appstream as appstream
 from aws_cdk.assertions import Template
-from construct_helpers import cfn_lint, new_stack
 
 from constructs_lib import UserStackAssociation
 from constructs_lib import _sharding as sharding
+from tests.helpers.templates import cfn_lint, new_stack
 
 
 def logical_id(stack: cdk.Stack, resource: cdk.CfnResource | cdk.CustomResource) -> str:

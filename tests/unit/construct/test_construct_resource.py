@@ -13,10 +13,11 @@ import pytest
 from aws_cdk import aws_appstream as appstream
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk.assertions import Match, Template
-from construct_helpers import CUSTOM_TYPE, arn, new_stack, only_logical_id, resources_of_type
 
 from constructs_lib import PROVIDER_ID, RESOURCE_TYPE, UserStackAssociation
-from constructs_lib._provider import AssociationProvider, FunctionSettings
+from constructs_lib._provider import AssociationProvider
+from constructs_lib._validation import FunctionSettings
+from tests.helpers.templates import CUSTOM_TYPE, arn, new_stack, only_logical_id, resources_of_type
 
 USERS = ["carol@example.com", "alice@example.com", "bob@example.com"]
 
@@ -294,7 +295,7 @@ def test_renaming_the_stack_keeps_the_old_permission_until_cloudformation_cleans
     def template(stack_name: str) -> dict[str, Any]:
         stack = new_stack()
         UserStackAssociation(stack, "A", stack_name=stack_name, user_names=["a@example.com"])
-        return Template.from_stack(stack).to_json()  # type: ignore[no-any-return]
+        return dict(Template.from_stack(stack).to_json())
 
     def batch_policy_of(resources: dict[str, Any], name: str) -> str:
         (found,) = [

@@ -11,10 +11,10 @@ from typing import Any
 import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Template
-from construct_helpers import CUSTOM_TYPE, new_stack, resources_of_type
 
 from constructs_lib import AssociationValidationError, UserStackAssociation
 from constructs_lib import _sharding as sharding
+from tests.helpers.templates import CUSTOM_TYPE, new_stack, resources_of_type
 
 FUNCTION_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:Main-AppStreamUserStackAssociationPro-AbCdEfGhIjKl"
 ENVELOPE_ALLOWANCE = 8 * 1024  # RequestType, ids, the pre-signed ResponseURL, ResourceType (~1-2 KB in practice)

@@ -14,11 +14,11 @@ import pytest
 from aws_cdk import aws_appstream as appstream
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk.assertions import Match, Template
-from construct_helpers import CUSTOM_TYPE, new_stack, only_logical_id, resources_of_type
 
 from constructs_lib import UserStackAssociation, __version__
 from constructs_lib._handler import rules
 from constructs_lib._validation import AssociationValidationError
+from tests.helpers.templates import CUSTOM_TYPE, new_stack, only_logical_id, resources_of_type
 
 DEPLOYMENT_TYPE = rules.DEPLOYMENT_RESOURCE_TYPE
 

@@ -322,7 +322,7 @@ def test_two_resources_dropping_one_user_at_once_still_withdraw_it(world: World)
     from appstream_handler.clients import client_config  # noqa: PLC0415
     from appstream_handler.handler import Clients, Environment, handle_event  # noqa: PLC0415
 
-    tagged = client_config("appstream").merge(Config(user_agent_appid="second"))
+    tagged = client_config("appstream").merge(Config(user_agent_appid="second"))  # type: ignore[call-arg]
     session = boto3.session.Session(
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
     )

@@ -4,13 +4,14 @@ it cannot clash with another test tree's conftest when imported)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
 import cfnlint.api
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ENV = cdk.Environment(account="123456789012", region="eu-west-1")
 CUSTOM_TYPE = "Custom::AppStreamUserStackAssociation"
 
@@ -44,7 +45,7 @@ def only_logical_id(template: cdk.assertions.Template, type_: str) -> str:
     return next(iter(found))
 
 
-def cfn_lint(template: dict[str, Any]) -> list[str]:
+def cfn_lint(template: Mapping[str, Any]) -> list[str]:
     """cfn-lint's errors and warnings (its default rules) on a synthesized template."""
     matches = cfnlint.api.lint(json.dumps(template))
     return [f"{match.rule.id} {match.message} ({'/'.join(map(str, match.path))})" for match in matches]
