@@ -35,6 +35,7 @@ from aws_cdk import (
     CfnResource,
     CustomResource,
     Duration,
+    Fn,
     IAspect,
     IListProducer,
     INumberProducer,
@@ -63,6 +64,8 @@ PROVIDER_ID = "AppStreamUserStackAssociationProvider"
 """Construct id of the shared provider, directly under the stack (public contract)."""
 
 BATCH_ACTIONS = ("appstream:BatchAssociateUserStack", "appstream:BatchDisassociateUserStack")
+BATCH_POLICY_NAME_PREFIX = "AppStreamBatch-"
+"""Inline policy names for AppStream stack names that are tokens: the prefix, then the name (at most 128)."""
 DESCRIBE_ACTION = "appstream:DescribeUserStackAssociations"
 LOG_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
 STATE_ACTIONS = (
@@ -201,7 +204,7 @@ class AssociationProvider(Construct):
         )
         """The state store: what each association resource claims (see the README's "State store")."""
 
-        self._stack_policies: dict[str, iam.Policy] = {}
+        self._stack_policies: dict[str, iam.Policy | iam.CfnRolePolicy] = {}
         self.policy = iam.Policy(
             self,
             "Policy",
@@ -337,28 +340,44 @@ class AssociationProvider(Construct):
             )
         return existing
 
-    def stack_policy(self, stack_name: str, owner_path: str) -> iam.Policy:
+    def stack_policy(self, stack_name: str, owner_path: str) -> iam.Policy | iam.CfnRolePolicy:
         """The policy allowing the batch actions on one AppStream stack, one per stack name.
 
-        One policy per literal name, with a construct id derived from the name, rather than one
-        policy listing every name: when an association's stack is renamed or the association
-        removed, the policy of the old name leaves the template, and CloudFormation deletes it
-        only after the custom resources that depend on it were updated or deleted, so
-        disassociating from the old stack is still allowed then. A name that is a token cannot
-        be read at construction: its policy is keyed on the association (``owner_path``).
+        Every such policy must outlive the association's last call on its stack: CloudFormation
+        disassociates from an old stack only when the deployment succeeded, in its cleanup phase
+        (the deployment marker's Delete of its old id, which depends on every stack policy).
+
+        A literal name gets one ``AWS::IAM::Policy`` with a construct id derived from the name:
+        when the name changes or the association goes, the policy of the old name leaves the
+        template and CloudFormation deletes it in the cleanup phase, after the marker's Delete.
+
+        A name that is a token (``CfnStack.ref``, a parameter, an import) cannot be read at
+        synthesis, so its policy is keyed on the association (``owner_path``). It is an
+        ``AWS::IAM::RolePolicy`` named after the stack name: a new name changes ``PolicyName``,
+        which CloudFormation can only *replace* (create the new one, delete the old one in the
+        cleanup phase), so the old stack stays allowed until the marker has disassociated from
+        it. An updated ``AWS::IAM::Policy`` would lose the old stack at once. (A role imported
+        from another app keeps an ``AWS::IAM::Policy``: an imported role may be immutable.)
         """
         key = f"path:{owner_path}" if is_unresolved(stack_name) else f"name:{stack_name}"
         policy = self._stack_policies.get(key)
-        if policy is None:
-            digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12].upper()
-            arn = Stack.of(self).format_arn(service="appstream", resource="stack", resource_name=stack_name)
-            policy = iam.Policy(
+        if policy is not None:
+            return policy
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12].upper()
+        arn = Stack.of(self).format_arn(service="appstream", resource="stack", resource_name=stack_name)
+        statement = iam.PolicyStatement(actions=list(BATCH_ACTIONS), resources=[arn])
+        if is_unresolved(stack_name) and isinstance(self.role, iam.Role):
+            policy = iam.CfnRolePolicy(
                 self,
                 f"StackPolicy{digest}",
-                statements=[iam.PolicyStatement(actions=list(BATCH_ACTIONS), resources=[arn])],
-                roles=[self.role],
+                policy_name=Fn.join("", [BATCH_POLICY_NAME_PREFIX, stack_name]),
+                role_name=self.role.role_name,
+                policy_document=iam.PolicyDocument(statements=[statement]),
             )
-            self._stack_policies[key] = policy
+        else:
+            policy = iam.Policy(self, f"StackPolicy{digest}", statements=[statement], roles=[self.role])
+        self.deployment.node.add_dependency(policy)
+        self._stack_policies[key] = policy
         return policy
 
     def register(self, declaration: Declaration) -> None:

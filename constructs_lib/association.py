@@ -211,8 +211,9 @@ class UserStackAssociation(Construct):
         self.deployment: CustomResource = provider.deployment
         """The stack's deployment marker, which every association resource depends on."""
         stack_policy = provider.stack_policy(stack_name, self.node.path)
-        self.stack_policy: iam.Policy = stack_policy
-        """The policy allowing the batch actions on this association's AppStream stack."""
+        self.stack_policy: iam.Policy | iam.CfnRolePolicy = stack_policy
+        """The policy allowing the batch actions on this association's AppStream stack (an
+        ``AWS::IAM::RolePolicy`` named after the stack when ``stack_name`` is a token)."""
 
         self.resources: list[CustomResource] = []
         """The ``Custom::AppStreamUserStackAssociation`` resources, one per shard holding users, by shard number."""

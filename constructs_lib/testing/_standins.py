@@ -37,6 +37,7 @@ REPLACEMENT_PROPERTIES: Mapping[str, frozenset[str]] = {
     "AWS::Lambda::EventInvokeConfig": frozenset({"FunctionName", "Qualifier"}),
     "AWS::IAM::Role": frozenset({"RoleName", "Path"}),
     "AWS::IAM::ManagedPolicy": frozenset({"ManagedPolicyName", "Path"}),
+    "AWS::IAM::RolePolicy": frozenset({"PolicyName", "RoleName"}),
     "AWS::Logs::LogGroup": frozenset({"LogGroupName", "KmsKeyId"}),
     "AWS::SQS::Queue": frozenset({"QueueName", "FifoQueue"}),
     "AWS::SNS::Topic": frozenset({"TopicName", "FifoTopic"}),

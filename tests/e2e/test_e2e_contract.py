@@ -50,12 +50,17 @@ class Variant:
     keep_existing: bool = False
     extra_resource: bool = False
     """A second unrelated resource (an SSM parameter a test can make fail on Create)."""
+    analysts_stack: str = "analysts"
+    """The name of the AppStream stack the app creates (a new name replaces it)."""
+    retain_analysts_stack: bool = False
 
 
 def build(variant: Variant, outdir: Path) -> Path:
     app = cdk.App(outdir=str(outdir))
     stack = cdk.Stack(app, STACK)
-    analysts_stack = appstream.CfnStack(stack, "AnalystsStack", name="analysts")
+    analysts_stack = appstream.CfnStack(stack, "AnalystsStack", name=variant.analysts_stack)
+    if variant.retain_analysts_stack:
+        analysts_stack.apply_removal_policy(cdk.RemovalPolicy.RETAIN)
     appstream.CfnUser(stack, "Carol", user_name=CAROL, authentication_type="USERPOOL")
     UserStackAssociation(
         stack,
@@ -140,7 +145,11 @@ def account(cfn: ResponseServer) -> Iterator[Account]:
 
 
 def declared(variant: Variant) -> set[tuple[str, str]]:
-    return {("analysts", u) for u in (*variant.analysts, *variant.team)} | {("admins", u) for u in variant.admins}
+    return (
+        {(variant.analysts_stack, u) for u in variant.analysts}
+        | {("analysts", u) for u in variant.team}
+        | {("admins", u) for u in variant.admins}
+    )
 
 
 # 1. A successful deploy -------------------------------------------------------------------------
@@ -235,6 +244,30 @@ def test_raising_and_lowering_shards_in_one_deploy_each_never_removes_a_user(app
         assert operation.status == "UPDATE_COMPLETE", operation
         assert account.associations() == declared(base)
     assert account.disassociated() == set()
+
+
+def test_a_new_name_for_the_appstream_stack_moves_the_users_and_leaves_the_old_stack_empty(
+    apps: Apps, account: Account
+) -> None:
+    # The stack name is a token (CfnStack.ref) and the old stack is retained: the users must be
+    # disassociated from it when the deploy succeeds (its batch policy, replaced rather than
+    # updated, still allows that in the cleanup phase).
+    before = Variant(team=(), retain_analysts_stack=True)
+    assert account.deploy(apps(before)).status == "CREATE_COMPLETE"
+    after = Variant(team=(), retain_analysts_stack=True, analysts_stack="analysts-two")
+    operation = account.deploy(apps(after))
+    assert operation.status == "UPDATE_COMPLETE", operation
+    assert "analysts" in account.appstream.state.stacks()  # retained by CloudFormation
+    assert account.associations() == declared(after)
+    assert account.disassociated() == {ALICE, BOB, CAROL}
+    # In the cleanup phase: the marker's Delete (which disassociates) before the old policy's.
+    cleanup = [
+        event.resource_type
+        for event in operation.events
+        if event.status == "DELETE_COMPLETE"
+        and event.resource_type in ("AWS::IAM::RolePolicy", "Custom::AppStreamUserStackAssociationDeployment")
+    ]
+    assert cleanup == ["Custom::AppStreamUserStackAssociationDeployment", "AWS::IAM::RolePolicy"]
 
 
 # 5. Foreign events ------------------------------------------------------------------------------

@@ -11,10 +11,12 @@ from typing import Any
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_appstream as appstream
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk.assertions import Match, Template
 
 from constructs_lib import PROVIDER_ID, RESOURCE_TYPE, UserStackAssociation
+from constructs_lib._handler import rules
 from constructs_lib._provider import AssociationProvider
 from constructs_lib._validation import FunctionSettings
 from tests.helpers.templates import CUSTOM_TYPE, arn, new_stack, only_logical_id, resources_of_type
@@ -153,8 +155,10 @@ def test_associations_of_one_stack_share_one_function_role_and_policy(synth: Syn
     synth.template.resource_count_is(CUSTOM_TYPE, 4)
     synth.template.resource_count_is("AWS::Lambda::Function", 1)
     synth.template.resource_count_is("AWS::IAM::Role", 1)
-    # the base policy, and one batch policy per AppStream stack: literal-stack, the token, third-stack
-    synth.template.resource_count_is("AWS::IAM::Policy", 4)
+    # the base policy, and one batch policy per AppStream stack: literal-stack, third-stack, and
+    # an inline role policy for the token (replaced, not updated, when the name changes)
+    synth.template.resource_count_is("AWS::IAM::Policy", 3)
+    synth.template.resource_count_is("AWS::IAM::RolePolicy", 1)
     assert synth.literal.stack_policy is synth.same_stack.stack_policy
     associations = [synth.literal, synth.tokenized, synth.same_stack, synth.token_users]
     assert all(a.function is synth.literal.function for a in associations)
@@ -193,7 +197,8 @@ def test_association_in_a_nested_construct_uses_the_stack_level_provider() -> No
 def policy_statements(template: Template) -> dict[str, list[dict[str, Any]]]:
     return {
         logical_id: policy["Properties"]["PolicyDocument"]["Statement"]
-        for logical_id, policy in resources_of_type(template, "AWS::IAM::Policy").items()
+        for type_ in ("AWS::IAM::Policy", "AWS::IAM::RolePolicy")
+        for logical_id, policy in resources_of_type(template, type_).items()
     }
 
 
@@ -331,9 +336,52 @@ def test_custom_resources_depend_on_their_policies_and_the_invoke_config(synth: 
     invoke_config = only_logical_id(synth.template, "AWS::Lambda::EventInvokeConfig")
     for association in (synth.literal, synth.tokenized, synth.same_stack, synth.token_users):
         base = synth.stack.get_logical_id(association.policy.node.default_child)  # type: ignore[arg-type]
-        batch = synth.stack.get_logical_id(association.stack_policy.node.default_child)  # type: ignore[arg-type]
+        policy = association.stack_policy
+        batch = synth.stack.get_logical_id(
+            policy if isinstance(policy, iam.CfnRolePolicy) else policy.node.default_child  # type: ignore[arg-type]
+        )
         resource = synth.template.to_json()["Resources"][synth.resource_id(association)]
         assert {base, batch, invoke_config} <= set(resource["DependsOn"]), association.node.path
+
+
+def test_the_deployment_marker_depends_on_every_batch_policy(synth: Synth) -> None:
+    # The marker's cleanup Delete makes a deployment's disassociations: the policy of an old
+    # AppStream stack must still exist then, so CloudFormation deletes it after the marker.
+    resources = synth.template.to_json()["Resources"]
+    [marker] = [key for key, value in resources.items() if value["Type"] == rules.DEPLOYMENT_RESOURCE_TYPE]
+    batch_policies = {
+        key
+        for key, value in resources.items()
+        if value["Type"] in ("AWS::IAM::Policy", "AWS::IAM::RolePolicy")
+        and "appstream:BatchAssociateUserStack" in json.dumps(value["Properties"]["PolicyDocument"])
+    }
+    assert len(batch_policies) == 3
+    assert batch_policies <= set(resources[marker]["DependsOn"])
+
+
+def test_a_token_stack_name_gets_an_inline_policy_named_after_the_stack(synth: Synth) -> None:
+    # PolicyName is create-only for AWS::IAM::RolePolicy: a new AppStream stack name replaces the
+    # policy (new one in the update, old one deleted in the cleanup phase, after the marker), where
+    # an AWS::IAM::Policy would be updated in place and lose the old stack before the cleanup.
+    role_id = only_logical_id(synth.template, "AWS::IAM::Role")
+    stack_ref = {"Ref": synth.stack.resolve(synth.appstream_stack.logical_id)}
+    synth.template.has_resource_properties(
+        "AWS::IAM::RolePolicy",
+        {
+            "PolicyName": {"Fn::Join": ["", ["AppStreamBatch-", stack_ref]]},
+            "RoleName": {"Ref": role_id},
+            "PolicyDocument": {
+                "Statement": [
+                    {
+                        "Action": ["appstream:BatchAssociateUserStack", "appstream:BatchDisassociateUserStack"],
+                        "Effect": "Allow",
+                        "Resource": {"Fn::Join": ["", [arn(""), stack_ref]]},
+                    }
+                ]
+            },
+        },
+    )
+    assert isinstance(synth.tokenized.stack_policy, iam.CfnRolePolicy)
 
 
 def test_function_configuration(synth: Synth) -> None:
