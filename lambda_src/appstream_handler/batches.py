@@ -198,14 +198,25 @@ class AppStreamRunner:
             self.calls[operation] += 1
 
     def _call(
-        self, operation: str, method: Callable[..., Any], deadline: Deadline, window_end: float | None, **kwargs: Any
+        self,
+        operation: str,
+        method: Callable[..., Any],
+        deadline: Deadline,
+        window_end: float | None,
+        admit: Callable[[float], bool] | None = None,
+        **kwargs: Any,
     ) -> Any:
-        """One API call, paced and retried until it is answered, or raise :class:`_Gave`."""
+        """One API call, paced and retried until it is answered, or raise :class:`_Gave`.
+
+        ``admit(start)``, if given, is asked last whether the call may start at ``start``.
+        """
         transient = 0
 
         def fits(start: float) -> bool:
             left = deadline.remaining() - (start - self._clock())
-            return left > CALL_HEADROOM and (window_end is None or start < window_end)
+            if left <= CALL_HEADROOM or (window_end is not None and start >= window_end):
+                return False
+            return admit is None or admit(start)
 
         while True:
             if not self.pacer.wait_turn(fits):
@@ -224,10 +235,12 @@ class AppStreamRunner:
                 if code in THROTTLING_CODES:
                     self.pacer.on_throttled()
                     continue
+                self.pacer.on_other_answer()
                 if not _is_server_side(error):
                     raise _Gave(code, message, maybe_landed=False) from None
                 label, maybe_landed = code, True
             except BotoCoreError as error:
+                self.pacer.on_other_answer()
                 label, message, maybe_landed = type(error).__name__, "could not reach AppStream", True
             else:
                 self.pacer.on_accepted()
@@ -278,10 +291,13 @@ class AppStreamRunner:
         deadline: Deadline,
         window_end: float | None = None,
         awaits: Callable[[Association, str], bool] = lambda item, code: False,
+        admit: Callable[[float], bool] | None = None,
     ) -> Outcome:
         """One batch call of at most 25 items, with its item retries; every item ends in one bucket.
 
         ``window_end`` (monotonic seconds) bounds how long this batch may take, retries included.
+        ``admit(start)`` says whether the batch may still begin at ``start`` (asked until its
+        first attempt is answered; once items have landed, their retries go on).
         ``awaits(item, code)`` says whether a not-found answer for an item may be AppStream catching up
         with a user or stack the same deploy created (tried again within the window) or is final.
         """
@@ -299,6 +315,7 @@ class AppStreamRunner:
                     method,
                     deadline,
                     window_end,
+                    admit if attempt == 0 else None,
                     UserStackAssociations=[_to_api(item, send_email) for item in pending],
                 )
             except _Gave as gave:

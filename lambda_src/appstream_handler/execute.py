@@ -101,6 +101,7 @@ class Executor:
         self._undoing = False
         self._undo_deadline: Deadline | None = None
         self._done_batches = 0
+        self._in_flight = 0
         self._left = 0
 
     # -- public ---------------------------------------------------------------------------
@@ -124,6 +125,7 @@ class Executor:
         self._undoing = undoing
         self._undo_deadline = undo_deadline
         self._done_batches = 0
+        self._in_flight = 0
         quiet = [change for change in changes if change.call is Call.NONE]
         for start in range(0, len(quiet), WRITE_LIMIT):
             self._batch(quiet[start : start + WRITE_LIMIT], context, deadline, result)
@@ -156,27 +158,52 @@ class Executor:
             self._left -= 1
             stopping = self._stopped
         pacer = self._runner.pacer
-        late = False
-        if pacer.limited and not self._undoing:
-            # Stop while what is done can still be undone at AppStream's pace, if the rest cannot be
-            # done in this event's time: never leave a partial change behind.
-            finish = PLAN_MARGIN * pacer.seconds_for(left)
-            late = finish > deadline.remaining() - rules.CALL_SECONDS
-            if self._undo_deadline is not None:
-                undo_window = self._undo_deadline.remaining() - max(0.0, deadline.remaining())
-                late = late or PLAN_MARGIN * pacer.seconds_for(self._done_batches + 1) > undo_window
-        if not stopping and late:
-            with self._lock:
-                self._stopped = True
-                result.throttled_rate = pacer.rate
-                result.throttled_left = left
+        # If AppStream's pace says the rest cannot be done in this event's time, stop now, while
+        # what is done can still be undone: never leave a partial change behind.
+        cannot_finish = PLAN_MARGIN * pacer.seconds_for(left) > deadline.remaining() - rules.CALL_SECONDS
+        if not stopping and pacer.limited and not self._undoing and cannot_finish:
+            self._stop(result, left)
         if self._stopped:
             with self._lock:
                 result.problems.update(dict.fromkeys((change.association for change in batch), THROTTLED))
             return
         self._batch(batch, context, deadline, result)
+
+    def _stop(self, result: Result, left: int) -> None:
+        rate = self._runner.pacer.rate  # read before taking this lock: the pacer may hold its own
         with self._lock:
-            self._done_batches += 1
+            if not self._stopped:
+                self._stopped = True
+                result.throttled_rate = rate
+                result.throttled_left = left
+
+    def _admission(self, result: Result) -> Callable[[float], bool] | None:
+        """For forward work: whether a batch call starting at ``start`` may still go.
+
+        It may if, once it has landed, every batch that has landed or may land (this one
+        included) can still be undone at AppStream's pace before the undo's time is up. Asked
+        just before the call (after any wait for its turn), so batches queued behind a slow
+        pace are refused when their turn comes too late; a refusal stops the forward work.
+        """
+        if self._undoing or self._undo_deadline is None:
+            return None
+        undo_deadline = self._undo_deadline
+
+        def admit(start: float) -> bool:
+            pacer = self._runner.pacer
+            with self._lock:
+                if self._stopped:
+                    return False
+                landing = self._done_batches + self._in_flight
+            if not pacer.limited:
+                return True
+            undo_end = self._monotonic() + undo_deadline.remaining()
+            if start + PLAN_MARGIN * pacer.seconds_for(landing) <= undo_end - rules.CALL_SECONDS:
+                return True
+            self._stop(result, self._left + 1)
+            return False
+
+        return admit
 
     def pacer_rate(self) -> float | None:
         """The calls per second AppStream allowed this event (None if it never throttled)."""
@@ -293,16 +320,25 @@ class Executor:
     def _call_one_kind(self, batch: list[Change], deadline: Deadline, result: Result) -> None:
         operation = Operation.ASSOCIATE if batch[0].call is Call.ASSOCIATE else Operation.DISASSOCIATE
         window_end = self._monotonic() + BATCH_WINDOW
-        outcome: Outcome = self._runner.run_batch(
-            operation,
-            [change.association for change in batch],
-            send_email=self._send_email if operation is Operation.ASSOCIATE else None,
-            deadline=deadline,
-            window_end=window_end,
-            awaits=self._awaits if operation is Operation.ASSOCIATE else (lambda association, code: False),
-        )
+        with self._lock:
+            self._in_flight += 1
+        try:
+            outcome: Outcome = self._runner.run_batch(
+                operation,
+                [change.association for change in batch],
+                send_email=self._send_email if operation is Operation.ASSOCIATE else None,
+                deadline=deadline,
+                window_end=window_end,
+                awaits=self._awaits if operation is Operation.ASSOCIATE else (lambda association, code: False),
+                admit=self._admission(result),
+            )
+        finally:
+            with self._lock:
+                self._in_flight -= 1
         reached = outcome.applied | outcome.gone
         with self._lock:
+            if reached or outcome.unknown:
+                self._done_batches += 1
             result.messages.update({k: v for k, v in outcome.messages.items() if k not in result.messages})
             for change in batch:
                 if change.association in reached:

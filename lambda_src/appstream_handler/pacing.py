@@ -36,7 +36,8 @@ MEASURED_CALLS = 8
 """Accepted calls the rate is measured over."""
 MIN_RATE = 0.02
 """Slowest pace (one call in 50 s)."""
-_POLL = 0.05
+PROBE_ANSWER_WAIT = 1.0
+"""Real seconds a call waits at most, at a time, for the answer to another thread's probe."""
 
 
 class Pacer:
@@ -45,7 +46,9 @@ class Pacer:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         self._clock = clock
         self._sleep = sleep
-        self._lock = threading.Lock()
+        # Reentrant: wait_turn asks ``must_start_by`` under it, which may read the pace again.
+        self._lock = threading.RLock()
+        self._probe_answered = threading.Condition(self._lock)
         self._rate: float | None = None
         self._next_at = 0.0
         self._probe_wait: float | None = None
@@ -98,13 +101,20 @@ class Pacer:
                 now = self._clock()
                 if self._probe_wait is not None:
                     due = self._probe_from + self._probe_wait
-                    if not self._probe_taken and now >= due:
+                    if self._probe_taken:
+                        # Another thread's probe is out: wait for its answer (real time, no polling
+                        # of the clock), then look again.
+                        if not must_start_by(now):
+                            return False
+                        self._probe_answered.wait(PROBE_ANSWER_WAIT)
+                        continue
+                    if now >= due:
                         if not must_start_by(now):
                             return False
                         self._probe_taken = True
                         return True
-                    wait = max(_POLL, due - now) if not self._probe_taken else _POLL
-                    start = max(now, due)
+                    wait = due - now
+                    start = due
                 elif self._rate is None:
                     return must_start_by(now)
                 else:
@@ -134,6 +144,7 @@ class Pacer:
                 self._rate = max(MIN_RATE, 1.0 / max(refill, 1e-3))
                 self._probe_wait = None
                 self._next_at = now + 1.0 / self._rate
+                self._probe_answered.notify_all()
             elif self._rate is not None:
                 self._rate *= 1.0 + PROBE_RAISE
 
@@ -148,6 +159,7 @@ class Pacer:
                 if self._probe_taken:
                     self._probe_wait = min(MAX_PROBE_WAIT, self._probe_wait * 2)
                     self._probe_taken = False
+                    self._probe_answered.notify_all()
                 return
             if self._rate is None or len(self._accepted_at) < 3:
                 self._probe_wait = FIRST_PROBE_WAIT
@@ -158,6 +170,13 @@ class Pacer:
             measured = (len(self._accepted_at) - 1) / span if span > 0 else self._rate
             self._rate = max(MIN_RATE, min(self._rate, measured) * THROTTLE_MARGIN)
             self._next_at = max(self._next_at, now + 1.0 / self._rate)
+
+    def on_other_answer(self) -> None:
+        """A call ended otherwise (a server error, a lost connection): a probe it was is not answered."""
+        with self._lock:
+            if self._probe_wait is not None and self._probe_taken:
+                self._probe_taken = False
+                self._probe_answered.notify_all()
 
     def describe(self) -> str:
         """``about 0.9 calls/s`` (or ``no rate measured``), for reasons and logs."""

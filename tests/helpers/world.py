@@ -48,35 +48,57 @@ VERBS = {"Create": "CREATE", "Update": "UPDATE", "Delete": "DELETE"}
 
 
 class FakeClock:
-    """Wall and monotonic time that only a sleep moves (thread-safe)."""
+    """Wall and monotonic time that only a sleep moves (thread-safe), with sleeps that overlap.
+
+    Each thread keeps its own "now": the clock as it last read it, plus what it slept since. A
+    sleep moves the shared clock to the sleeping thread's wake-up time if that is later, so two
+    threads that each sleep 10 s from the same moment take 10 s of clock, as they would in real
+    time (a clock that added every sleep would make parallel waits look serial).
+    """
+
+    START = 1000.0
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._wall = time.time()
-        self._mono = 1000.0
+        self._local = threading.local()
+        self._wall_at_start = time.time()
+        self._mono = self.START
+        self._epoch = 0
         self.slept = 0.0
+
+    def _read(self) -> float:
+        self._local.now = self._mono
+        self._local.epoch = self._epoch
+        return self._mono
 
     def wall(self) -> float:
         with self._lock:
-            return self._wall
+            return self._wall_at_start + (self._read() - self.START)
 
     def monotonic(self) -> float:
         with self._lock:
-            return self._mono
+            return self._read()
 
     def restart(self) -> None:
         """Back to the start (a new test)."""
         with self._lock:
-            self._wall = time.time()
-            self._mono = 1000.0
+            self._wall_at_start = time.time()
+            self._mono = self.START
+            self._epoch += 1
             self.slept = 0.0
 
     def sleep(self, seconds: float) -> None:
         with self._lock:
             step = max(0.0, seconds)
-            self._wall += step
-            self._mono += step
-            self.slept += step
+            known = getattr(self._local, "now", None)
+            if known is None or getattr(self._local, "epoch", -1) != self._epoch:
+                known = self._mono
+            wake = known + step
+            self._local.now = wake
+            self._local.epoch = self._epoch
+            if wake > self._mono:
+                self.slept += wake - self._mono
+                self._mono = wake
 
     @property
     def clocks(self) -> Clocks:
