@@ -67,6 +67,7 @@ SERVICE_TIMEOUT_MARGIN_SECONDS = 60
 """A given ``service_timeout`` must exceed the function's timeout by at least this much."""
 MAX_SERVICE_TIMEOUT_SECONDS = rules.SERVICE_TIMEOUT_LIMIT
 UNKNOWN_LIST_USERS = 1000
+PLAN_MARGIN = rules.PLAN_MARGIN
 
 
 def shard_work_seconds(users: int, concurrency: int, stack_users: int) -> int:
@@ -108,3 +109,20 @@ def needed_for_shards(shards: Iterable[tuple[str, int, int]]) -> int:
         (shard_work_seconds(users, concurrency, per_stack[key]) for key, users, concurrency in shards), default=0
     )
     return needed_seconds(work)
+
+
+def users_that_fit(timeout_seconds: int, calls_per_second: float) -> int:
+    """About how many users one event can associate at a sustained AppStream rate, and still undo.
+
+    The handler gives forward work half of the function's time (after up to 10 s kept to answer)
+    and plans with a 1.2x margin, starting no call with less than one call's time left::
+
+        forward = (timeout - 0.5 s - min(10 s, 20 % of it)) / 2
+        users   = 25 * rate * (forward - 13 s) / 1.2
+
+    AppStream's burst allowance (the first calls go unpaced) adds a few batches on top.
+    """
+    answer_end = timeout_seconds - rules.CRHELPER_TIMER_LEAD
+    forward = (answer_end - min(rules.MAX_ANSWER_RESERVE, rules.ANSWER_RESERVE_FRACTION * answer_end)) / 2
+    batches = calls_per_second * max(0.0, forward - rules.CALL_SECONDS) / PLAN_MARGIN
+    return int(batches) * BATCH_SIZE

@@ -36,8 +36,7 @@ BATCH_WINDOW = 2.0 * rules.CALL_SECONDS + 4.0
 (and an association's ``wd_until``), so an event that takes the resource over, or wants to
 claim an association being withdrawn, knows how long to wait for a call that may be in flight."""
 CONFLICT_ATTEMPTS = 6
-PLAN_MARGIN = 1.2
-"""How much slower than the rate measured so far the rest of the work is planned for."""
+PLAN_MARGIN = rules.PLAN_MARGIN
 WRITE_LIMIT = 99
 """Association writes per transaction (one more action is the resource's hold)."""
 

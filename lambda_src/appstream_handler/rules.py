@@ -100,6 +100,10 @@ NOT_FOUND_WINDOW: Final = 30.0
 may not yet see a stack or user created moments before (terraform-provider-aws waits up to
 4 minutes after CreateUser; a public test saw the association succeed about 2 s later)."""
 
+PLAN_MARGIN: Final = 1.2
+"""Throttled, the handler plans the rest of its work (and its undo) as taking this much longer
+than the rate observed says."""
+
 ASSUMED_CALLS_PER_SECOND: Final = 1.0
 """The AppStream request rate the construct's default timeout is sized for (per account, not
 published; busy accounts see sustained throttling near one call per second)."""

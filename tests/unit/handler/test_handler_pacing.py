@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from appstream_handler import rules
+from constructs_lib import _timing
 from constructs_lib.testing.appstream import BATCH_ASSOCIATE, BATCH_DISASSOCIATE
 from tests.helpers.world import World, running_world
 
@@ -186,3 +187,24 @@ def test_a_burst_hiding_a_very_low_rate_leaves_the_undo_to_the_rollback(shared_w
     driver.phase("ROLLBACK_IN_PROGRESS")
     assert driver.send(driver.event("Delete", "Big", physical_id=answer.physical_resource_id)).status == "SUCCESS"
     assert world.associations() == before
+
+
+@pytest.mark.parametrize(("timeout", "rate"), [(180, 0.5), (420, 0.2)])
+def test_the_documented_capacity_at_a_rate_holds(shared_world: World, timeout: int, rate: float) -> None:
+    """The README's "users that fit" table (``_timing.users_that_fit``): 20 % under it succeeds,
+    25 % over it fails early with AppStream exactly as before."""
+    world = shared_world
+    fit = _timing.users_that_fit(timeout, rate)
+    for count, expected in ((int(fit * 0.8), "SUCCESS"), (int(fit * 1.25), "FAILED")):
+        fresh(world, count)
+        world.appstream.faults.rate_limit(rate, burst=1)
+        driver = world.stack()
+        driver.begin()
+        properties = {"StackName": "big", "UserNames": users(count), "AuthenticationType": "USERPOOL"}
+        answer = driver.send(driver.event("Create", "Big", properties), remaining=float(timeout))
+        assert answer.status == expected, (count, answer.reason)
+        if expected == "SUCCESS":
+            assert len(world.associations()) == count
+        else:
+            assert world.associations() == set()
+            assert "ThrottlingException" in answer.reason
