@@ -15,20 +15,22 @@ half-written directory.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-CRHELPER_WHEEL_NAME = "crhelper-2.0.12-py3-none-any.whl"
+CRHELPER_VERSION = "2.0.12"
+CRHELPER_WHEEL_NAME = f"crhelper-{CRHELPER_VERSION}-py3-none-any.whl"
 CRHELPER_WHEEL_SHA256 = "8788941e94af8e5613f788a8723c0a9158e7139d663896e197acc65d1630f81c"
 HANDLER_MODULE = "index.py"
 """File that the function's handler ``index.handler`` lives in."""
 
-STAGING_PREFIX = "appstream-usa-asset-"
+STAGING_PREFIX = "appstream-user-stack-association-asset-"
 # Bump when the layout of the staged directory changes, so old staged directories are not reused.
-_LAYOUT_VERSION = b"appstream-usa-asset/1\n"
+_LAYOUT_VERSION = b"appstream-user-stack-association-asset/2\n"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -132,6 +134,18 @@ def _tree_matches(root: Path, files: dict[str, bytes]) -> bool:
         return False
 
 
+ASSET_METADATA = "asset.json"
+"""A file at the asset's root naming the library and version that built it."""
+
+
+def asset_metadata() -> bytes:
+    """``asset.json``: the distribution and version that staged the asset (the handler's user agent)."""
+    from constructs_lib._version import __version__  # noqa: PLC0415 - the one place the version lives
+
+    document = {"name": "appstream-user-stack-association", "version": __version__, "crhelper": CRHELPER_VERSION}
+    return (json.dumps(document, sort_keys=True) + "\n").encode("utf-8")
+
+
 def stage_asset(
     *,
     lambda_src: Path | None = None,
@@ -150,6 +164,7 @@ def stage_asset(
     """
     files = _read_handler_sources(lambda_src or default_lambda_src_dir())
     files.update(_read_crhelper(crhelper_wheel or default_crhelper_wheel(), expected_wheel_sha256))
+    files[ASSET_METADATA] = asset_metadata()
     root = staging_root or _private_staging_root()
     staged = root / f"{STAGING_PREFIX}{_digest(files)}"
     if _tree_matches(staged, files):
@@ -183,7 +198,7 @@ def _private_staging_root() -> Path:
     host put files into the asset between the content check and CDK copying it.
     """
     owner = os.getuid() if hasattr(os, "getuid") else None
-    root = Path(tempfile.gettempdir()) / f"appstream-usa-{owner if owner is not None else 'user'}"
+    root = Path(tempfile.gettempdir()) / f"appstream-user-stack-association-{owner if owner is not None else 'user'}"
     root.mkdir(mode=0o700, exist_ok=True)
     info = root.lstat()
     if root.is_symlink() or (owner is not None and (info.st_uid != owner or info.st_mode & 0o077)):

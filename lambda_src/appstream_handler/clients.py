@@ -9,6 +9,7 @@ while the region and endpoints stay the same (a warm Lambda environment reuses t
 from __future__ import annotations
 
 import functools
+import json
 import os
 import threading
 from typing import Any
@@ -24,9 +25,25 @@ VERSION_VARIABLE = "APPSTREAM_ASSOCIATIONS_VERSION"
 _lock = threading.Lock()
 
 
+ASSET_METADATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "asset.json")
+"""``asset.json`` at the asset's root (written when the construct stages the asset)."""
+
+
+def version() -> str:
+    """The library's version: from the function's environment, else the asset's metadata."""
+    from_environment = os.environ.get(VERSION_VARIABLE)
+    if from_environment:
+        return from_environment
+    try:
+        with open(ASSET_METADATA, encoding="utf-8") as metadata:
+            return str(json.load(metadata).get("version") or "unknown")
+    except (OSError, ValueError, AttributeError):
+        return "unknown"
+
+
 def user_agent() -> str:
-    """``appstream-user-stack-association/<version>``, the version from the function's environment."""
-    return f"appstream-user-stack-association/{os.environ.get(VERSION_VARIABLE) or 'unknown'}"
+    """``appstream-user-stack-association/<version>``."""
+    return f"appstream-user-stack-association/{version()}"
 
 
 def client_config(service: str) -> Config:

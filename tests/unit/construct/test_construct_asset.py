@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -15,6 +16,7 @@ import pytest
 from aws_cdk.assertions import Template
 
 from constructs_lib import AssetStagingError, UserStackAssociation, _asset
+from constructs_lib._version import __version__
 from tests.helpers.templates import REPO_ROOT, new_stack, only_logical_id
 
 WHEEL = REPO_ROOT / "constructs_lib" / "_vendor" / "crhelper-2.0.12-py3-none-any.whl"
@@ -59,12 +61,13 @@ def test_staged_tree_holds_handler_py_files_and_crhelper_only(handler_src: Path,
         "index.py": (handler_src / "index.py").read_bytes(),
         "pkg/__init__.py": b"",
         "pkg/logic.py": b"VALUE = 1\n",
+        "asset.json": _asset.asset_metadata(),
         **crhelper,
     }
     assert {"crhelper/__init__.py", "crhelper/resource_helper.py"} <= set(crhelper)
     assert not any("dist-info" in name for name in tree(staged))
     assert staged.parent == tmp_path
-    assert staged.name.startswith("appstream-usa-asset-")
+    assert staged.name.startswith("appstream-user-stack-association-asset-")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp dirs left
 
 
@@ -118,7 +121,13 @@ def test_concurrent_builders_agree(handler_src: Path, tmp_path: Path) -> None:
         thread.join()
     assert errors == []
     assert len(set(results)) == 1
-    assert set(tree(results[0])) == {"index.py", "pkg/__init__.py", "pkg/logic.py", *wheel_crhelper_files()}
+    assert set(tree(results[0])) == {
+        "index.py",
+        "pkg/__init__.py",
+        "pkg/logic.py",
+        "asset.json",
+        *wheel_crhelper_files(),
+    }
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -174,7 +183,13 @@ def test_default_staging_holds_the_repository_handler_and_crhelper(
         for p in source.rglob("*.py")
         if "__pycache__" not in p.relative_to(source).parts
     }
-    assert tree(staged) == {**expected_py, **wheel_crhelper_files()}
+    assert tree(staged) == {**expected_py, **wheel_crhelper_files(), "asset.json": _asset.asset_metadata()}
+
+
+def test_the_asset_names_the_version_that_built_it(tmp_path: Path) -> None:
+    staged = _asset.stage_asset(staging_root=tmp_path)
+    metadata = json.loads((staged / "asset.json").read_text(encoding="utf-8"))
+    assert metadata == {"name": "appstream-user-stack-association", "version": __version__, "crhelper": "2.0.12"}
 
 
 def code_s3_key(template: Template) -> str:
@@ -208,6 +223,6 @@ def test_synthesized_asset_directory_matches_the_staged_tree(tmp_path: Path) -> 
 def test_the_default_staging_directory_is_private_to_the_user() -> None:
     staged = _asset.stage_asset()
     root = staged.parent
-    assert root.name == f"appstream-usa-{os.getuid()}"
+    assert root.name == f"appstream-user-stack-association-{os.getuid()}"
     assert root.stat().st_uid == os.getuid()
     assert root.stat().st_mode & 0o077 == 0, "other users must not be able to write into the asset"
