@@ -46,6 +46,7 @@ import boto3  # noqa: E402
 from appstream_handler import rules  # noqa: E402
 from appstream_handler.clients import client_config  # noqa: E402
 from appstream_handler.handler import Answer, Clients, Environment, handle_event  # noqa: E402
+from constructs_lib import _timing  # noqa: E402
 from constructs_lib.testing import (  # noqa: E402
     BATCH_ASSOCIATE,
     BATCH_DISASSOCIATE,
@@ -280,15 +281,17 @@ def bench_rates(run: Local) -> list[Row]:
                 f"{throttled / max(1, accepted):.2f} throttled per accepted call (goal 0.25); {answer.status}",
             )
         )
+    # The construct's default timeout for a shard of 1,000 users (max_concurrency 4).
+    timeout = _timing.function_timeout_seconds(_timing.needed_for_shards([("bench", 1000, 4)]))
     run.fresh(users, rate=(0.2, 1))
     before = run.appstream.state.associations()
     started = time.perf_counter()
-    answer = run.send("Create", "Associations", association_properties("bench", users), remaining=180.0)
+    answer = run.send("Create", "Associations", association_properties("bench", users), remaining=float(timeout))
     seconds = time.perf_counter() - started
     same = run.appstream.state.associations() == before
     rows.append(
         (
-            "Create 1,000 at 0.2 call/s, timeout 180 s",
+            f"Create 1,000 at 0.2 call/s, default timeout {timeout} s",
             f"{answer.status} in {seconds:.1f} s",
             f"AppStream {'exactly as before' if same else 'CHANGED'}; reason: {answer.reason[:70]}...",
         )
