@@ -25,11 +25,16 @@ AWS account or Docker.
       parameter fails, the rollback deletes the association: ROLLBACK_COMPLETE, and AppStream
       exactly as it was before the step;
    2. create stack AppStreamUserAssociationsDemo from ``initial``: CREATE_COMPLETE;
-   3. update it to ``update``: UPDATE_COMPLETE, same physical ids, dave in, carol out;
-   4. create AppStreamUserAssociationsBroken from ``broken``: CREATE_FAILED naming mallory, the
+   3. ``appstream-associations plan`` against the ``update`` assembly (dave to associate, carol
+      to disassociate once the deploy succeeds), then the update: UPDATE_COMPLETE, same physical
+      ids, dave in, carol out;
+   4. a change made by hand in the local AppStream (one declared user disassociated), found by
+      ``appstream-associations drift`` (exit 1), then put back: drift then shows only erin,
+      associated outside CloudFormation, as not declared (exit 1 still);
+   5. create AppStreamUserAssociationsBroken from ``broken``: CREATE_FAILED naming mallory, the
       rollback Delete, ROLLBACK_COMPLETE, and AppStream exactly as it was before the step
       (erin's existing association untouched);
-   5. delete the three stacks: AppStream is back to the seed.
+   6. delete the three stacks: AppStream is back to the seed.
 
    Each step prints CloudFormation's events (the stack's, the custom resources' and any
    failure; the other resources are counted) and AppStream's state afterwards, then checks its

@@ -347,7 +347,7 @@ class Executor:
                 if change.call is Call.DISASSOCIATE:
                     self._unlocks.append(_Unlock(change, change.record.version + 1, change.association in reached))
             if outcome.unknown:
-                # Some calls may or may not have landed: the undo re-reads AppStream.
+                # Some items may or may not have landed: the undo withdraws them all (a no-op where not).
                 result.done.extend(
                     change for change in batch if change.association in outcome.unknown and change not in result.done
                 )
