@@ -63,7 +63,7 @@ demo: setup
 	@$(BIN)/python -m tools.demo $(DEMO_ARGS)
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist worksteal
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -80,7 +80,7 @@ bench: setup
 	$(BIN)/python -m tools.bench
 
 check: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n auto --dist worksteal -m "not slow"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 

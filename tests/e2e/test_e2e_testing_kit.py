@@ -6,6 +6,7 @@ app, with a Stage and a stack name given as a token, shows the assembly reader f
 
 from __future__ import annotations
 
+import json
 import textwrap
 import zipfile
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from aws_cdk import aws_appstream as appstream_l1
 
 import constructs_lib.testing
 from constructs_lib import UserStackAssociation
+from constructs_lib._version import __version__
 from constructs_lib.testing import AppStreamServer, AppStreamState, Rehearsal, ResponseServer, read_assembly
 from tools.demo import INITIAL
 
@@ -88,7 +90,9 @@ def test_the_asset_holds_the_handler_and_crhelper_and_nothing_of_the_testing_kit
         crhelper_files = {
             name for name in archive.namelist() if PurePosixPath(name).parts[0] == "crhelper" and not name.endswith("/")
         }
-    assert files == handler_files | crhelper_files
+    assert files == handler_files | crhelper_files | {"asset.json"}
+    metadata = json.loads((asset / "asset.json").read_text(encoding="utf-8"))
+    assert metadata == {"name": "appstream-user-stack-association", "version": __version__, "crhelper": "2.0.12"}
     kit_modules = {path.name for path in (REPO / "constructs_lib" / "testing").glob("*.py")} - {"__init__.py"}
     assert not kit_modules & {PurePosixPath(name).name for name in files}
     for name in files:

@@ -353,6 +353,7 @@ def test_drift_through_the_assembly_finds_the_shared_table_and_every_claim(world
     assert ("training", DAVE) not in world.associations()
 
 
+@pytest.mark.slow
 def test_drift_and_plan_errors_are_one_line_and_exit_2(world: World, cli: Cli, app: App) -> None:
     deploy(world, app.templates["CliWorkspaces"], "CliWorkspaces", {"CliWorkspaces/Admins": [ROOT]}, table="gone")
     cases: list[tuple[tuple[str, ...], dict[str, str | None], str]] = [

@@ -96,6 +96,7 @@ def test_parse_bool_errors(value: object) -> None:
         demo_app.parse_bool("k", value)
 
 
+@pytest.mark.slow
 def test_bad_context_stops_the_app_with_one_clear_message(tmp_path: Path) -> None:
     env = {
         **os.environ,
@@ -113,6 +114,7 @@ def test_bad_context_stops_the_app_with_one_clear_message(tmp_path: Path) -> Non
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_run_directly_it_writes_cdk_out_here_and_says_so(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("CDK_")}
     env["PYTHONPATH"] = str(REPO_ROOT)

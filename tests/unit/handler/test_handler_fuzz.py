@@ -28,7 +28,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from appstream_handler import rules
-from appstream_handler.handler import FAILED_CREATE_PREFIX, PHYSICAL_ID_PREFIX
+from appstream_handler.handler import DEPLOYMENT_ID_PREFIX, FAILED_CREATE_PREFIX, PHYSICAL_ID_PREFIX
 from constructs_lib.testing import ResponseServer
 from constructs_lib.testing.events import association_properties, stack_id, stringify
 from constructs_lib.testing.response_server import cfn_response_problems
@@ -239,7 +239,8 @@ def check_one_event(world: World, case: Case) -> None:
 
     assert not response_problems(event, answer), (response_problems(event, answer), answer)
     if event["RequestType"] == "Create" and answer.status == "SUCCESS":
-        assert answer.physical_resource_id.startswith(PHYSICAL_ID_PREFIX)
+        deployment = event["ResourceType"] == rules.DEPLOYMENT_RESOURCE_TYPE
+        assert answer.physical_resource_id.startswith(DEPLOYMENT_ID_PREFIX if deployment else PHYSICAL_ID_PREFIX)
     if not case.plausible():
         assert answer.status == "FAILED", answer
         assert world.appstream.calls == (), [call.operation for call in world.appstream.calls]
@@ -264,6 +265,32 @@ def test_any_event_gets_an_acceptable_answer_and_no_call_unless_cloudformation_a
 @long
 @given(case=cases())
 def test_many_events_get_an_acceptable_answer_and_no_call_unless_cloudformation_asked(world: World, case: Case) -> None:
+    check_one_event(world, case)
+
+
+def test_replayed_a_deployment_marker_s_create_gets_a_deployment_id(world: World) -> None:
+    """Found by the long run: the marker resource answers with its own id, not an association's."""
+    case = Case(
+        request_type="Create",
+        resource_type=rules.DEPLOYMENT_RESOURCE_TYPE,
+        foreign="own",
+        logical_id="Analysts",
+        stack_status="CREATE_IN_PROGRESS",
+        resource_status="CREATE_IN_PROGRESS",
+        props={
+            "UserNames": ["user000@example.com"],
+            "AuthenticationType": "USERPOOL",
+            "SendEmailNotification": "false",
+            "MaxConcurrency": "1",
+            "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:f",
+        },
+        well_formed=False,
+        old=None,
+        physical_id=None,
+        created_before=False,
+        twice=False,
+        associated=frozenset(),
+    )
     check_one_event(world, case)
 
 

@@ -41,6 +41,7 @@ def batch_calls(world: World) -> tuple[int, int]:
     return len(calls) - throttled, throttled
 
 
+@pytest.mark.slow
 def test_a_thousand_users_at_one_call_a_second_succeed(shared_world: World) -> None:
     world = shared_world
     fresh(world, 1000)
@@ -78,6 +79,7 @@ def test_a_rate_too_low_for_the_time_fails_early_with_a_reason_about_the_rate_an
     assert world.associations() == set()
 
 
+@pytest.mark.slow
 @settings(
     max_examples=int(os.environ.get("PACING_EXAMPLES", "12")),
     deadline=None,
@@ -189,6 +191,7 @@ def test_a_burst_hiding_a_very_low_rate_leaves_the_undo_to_the_rollback(shared_w
     assert world.associations() == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("timeout", "rate"), [(180, 0.5), (420, 0.2)])
 def test_the_documented_capacity_at_a_rate_holds(shared_world: World, timeout: int, rate: float) -> None:
     """The README's "users that fit" table (``_timing.users_that_fit``): 20 % under it succeeds,
