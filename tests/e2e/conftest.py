@@ -9,7 +9,6 @@ process through :class:`constructs_lib.testing.Rehearsal`.
 from __future__ import annotations
 
 import fcntl
-
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
