@@ -422,7 +422,11 @@ def _inverse(change: Change, record: AssociationRecord, context: Context) -> Cha
     restore = change.before
     if change.call is Call.ASSOCIATE:
         others = declared_by_others(record, claimant, epochs=context.epochs, phase=context.phase)
-        call = Call.NONE if others or (restore is not None) else Call.DISASSOCIATE
+        # A claim from before this event does not mean AppStream held the association: one
+        # removed by hand (or a legacy claim never granted) was associated by this event, and
+        # "as before" means withdrawing it again.
+        held_before = restore is not None and context.maybe_present(change.association)
+        call = Call.NONE if others or held_before else Call.DISASSOCIATE
     elif change.call is Call.DISASSOCIATE:
         call = Call.ASSOCIATE
     else:

@@ -294,6 +294,36 @@ def test_replayed_a_deployment_marker_s_create_gets_a_deployment_id(world: World
     check_one_event(world, case)
 
 
+def test_replayed_an_update_that_fails_undoes_a_grant_its_old_properties_declared(world: World) -> None:
+    """Found by the long run: an Update of a resource with no record (its old list declares a user
+    AppStream does not hold) grants that user, fails on a missing one, and must take the grant back."""
+    service = "arn:aws:lambda:us-east-1:123456789012:function:f"
+    old = {
+        "StackName": "other",
+        "UserNames": ["user000@example.com"],
+        "AuthenticationType": "USERPOOL",
+        "SendEmailNotification": "false",
+        "MaxConcurrency": "1",
+        "ServiceToken": service,
+    }
+    case = Case(
+        request_type="Update",
+        resource_type=rules.RESOURCE_TYPE,
+        foreign="own",
+        logical_id="Analysts",
+        stack_status="UPDATE_IN_PROGRESS",
+        resource_status="UPDATE_IN_PROGRESS",
+        props={**old, "UserNames": ["user000@example.com", "ghost@example.com"]},
+        well_formed=True,
+        old=old,
+        physical_id=None,
+        created_before=False,
+        twice=False,
+        associated=frozenset(),
+    )
+    check_one_event(world, case)
+
+
 # --------------------------------------------------------------------------- through index.handler
 
 json_values = st.recursive(
