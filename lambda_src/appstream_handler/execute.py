@@ -99,6 +99,8 @@ class Executor:
         self._stopped = False
         self._undoing = False
         self._undo_deadline: Deadline | None = None
+        self._undo_of: dict[Association, tuple[Change, Context]] = {}
+        """While undoing: the forward change each inverse puts back, and the context it ran in."""
         self._done_batches = 0
         self._in_flight = 0
         self._left = 0
@@ -249,6 +251,7 @@ class Executor:
             inverse = _inverse(change, record, context)
             if inverse is not None:
                 inverses.append(inverse)
+                self._undo_of[change.association] = (change, context)
                 fresh[change.association] = record  # one inverse per association per pass
         undo_context = replace(context, present=frozenset())
         return self.run(inverses, undo_context, deadline, undoing=True)
@@ -383,6 +386,14 @@ class Executor:
             record = fresh.get(change.association) or AssociationRecord(change.association)
             if record.version == change.record.version and not conflict.retry_all:
                 out.append(change)
+                continue
+            origin = self._undo_of.get(change.association) if self._undoing else None
+            if origin is not None:
+                # An undo is not decided again as the forward work (that would redo it): the
+                # inverse of the same forward change, against the record as it is now.
+                inverse = _inverse(origin[0], record, origin[1])
+                if inverse is not None:
+                    out.append(inverse)
                 continue
             for new in decide_one(change.association, record, changed_context):
                 if new.changes_claims or new.call is not Call.NONE:
