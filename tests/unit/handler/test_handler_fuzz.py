@@ -74,6 +74,32 @@ user_names = st.one_of(
 junk = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12), st.lists(st.integers(), max_size=2))
 
 
+def acceptable(key: str, value: Any) -> bool:
+    """Whether ``value`` is a valid ``key`` as the README documents it (junk must not be)."""
+    if key == "MaxConcurrency":
+        number = value if isinstance(value, int) and not isinstance(value, bool) else None
+        if isinstance(value, str) and value.isascii() and value.isdigit():
+            number = int(value)
+        return number is not None and rules.MAX_CONCURRENCY_MIN <= number <= rules.MAX_CONCURRENCY_MAX
+    if key == "SendEmailNotification":
+        return isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false"))
+    if key == "StackName":
+        return rules.is_valid_stack_name(value)
+    if key == "AuthenticationType":
+        return rules.is_authentication_type(value)
+    return False
+
+
+def test_junk_is_never_an_acceptable_value_of_the_drawn_keys() -> None:
+    """The replayed failures: an integer 1 and an upper-case "TRUE" are valid, not junk."""
+    assert acceptable("MaxConcurrency", 1)
+    assert acceptable("MaxConcurrency", "16")
+    assert not acceptable("MaxConcurrency", 17)
+    assert not acceptable("MaxConcurrency", True)
+    assert acceptable("SendEmailNotification", "TRUE")
+    assert not acceptable("SendEmailNotification", 1)
+
+
 @st.composite
 def properties(draw: st.DrawFn) -> tuple[Any, bool]:
     """(ResourceProperties as CloudFormation sends them, well-formed?)."""
@@ -94,7 +120,7 @@ def properties(draw: st.DrawFn) -> tuple[Any, bool]:
         if draw(st.booleans()) and key in ("StackName", "UserNames", "AuthenticationType"):
             del raw[key]
         else:
-            raw[key] = draw(junk.filter(lambda value: value not in ("1", "2", "3", "4", "true", "false")))
+            raw[key] = draw(junk.filter(lambda value: not acceptable(key, value)))
         return raw, False
     if draw(st.integers(0, 19)) == 0:
         return draw(junk), False
