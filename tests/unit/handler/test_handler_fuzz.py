@@ -294,28 +294,40 @@ def test_many_events_get_an_acceptable_answer_and_no_call_unless_cloudformation_
     check_one_event(world, case)
 
 
+REPLAYED_PROPS = {
+    "StackName": "other",
+    "UserNames": ["user000@example.com"],
+    "AuthenticationType": "USERPOOL",
+    "SendEmailNotification": "false",
+    "MaxConcurrency": "1",
+    "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:f",
+}
+
+
+def replayed(**fields: Any) -> Case:
+    """A case the long run found, with the fields every replay shares as defaults."""
+    defaults: dict[str, Any] = {
+        "foreign": "own",
+        "logical_id": "Analysts",
+        "old": None,
+        "physical_id": None,
+        "created_before": False,
+        "twice": False,
+        "associated": frozenset(),
+    }
+    return Case(**(defaults | fields))
+
+
 def test_replayed_a_deployment_marker_s_create_gets_a_deployment_id(world: World) -> None:
     """Found by the long run: the marker resource answers with its own id, not an association's."""
-    case = Case(
+    props = {key: value for key, value in REPLAYED_PROPS.items() if key != "StackName"}
+    case = replayed(
         request_type="Create",
         resource_type=rules.DEPLOYMENT_RESOURCE_TYPE,
-        foreign="own",
-        logical_id="Analysts",
         stack_status="CREATE_IN_PROGRESS",
         resource_status="CREATE_IN_PROGRESS",
-        props={
-            "UserNames": ["user000@example.com"],
-            "AuthenticationType": "USERPOOL",
-            "SendEmailNotification": "false",
-            "MaxConcurrency": "1",
-            "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:f",
-        },
+        props=props,
         well_formed=False,
-        old=None,
-        physical_id=None,
-        created_before=False,
-        twice=False,
-        associated=frozenset(),
     )
     check_one_event(world, case)
 
@@ -323,29 +335,14 @@ def test_replayed_a_deployment_marker_s_create_gets_a_deployment_id(world: World
 def test_replayed_an_update_that_fails_undoes_a_grant_its_old_properties_declared(world: World) -> None:
     """Found by the long run: an Update of a resource with no record (its old list declares a user
     AppStream does not hold) grants that user, fails on a missing one, and must take the grant back."""
-    service = "arn:aws:lambda:us-east-1:123456789012:function:f"
-    old = {
-        "StackName": "other",
-        "UserNames": ["user000@example.com"],
-        "AuthenticationType": "USERPOOL",
-        "SendEmailNotification": "false",
-        "MaxConcurrency": "1",
-        "ServiceToken": service,
-    }
-    case = Case(
+    case = replayed(
         request_type="Update",
         resource_type=rules.RESOURCE_TYPE,
-        foreign="own",
-        logical_id="Analysts",
         stack_status="UPDATE_IN_PROGRESS",
         resource_status="UPDATE_IN_PROGRESS",
-        props={**old, "UserNames": ["user000@example.com", "ghost@example.com"]},
+        props={**REPLAYED_PROPS, "UserNames": ["user000@example.com", "ghost@example.com"]},
         well_formed=True,
-        old=old,
-        physical_id=None,
-        created_before=False,
-        twice=False,
-        associated=frozenset(),
+        old=REPLAYED_PROPS,
     )
     check_one_event(world, case)
 
